@@ -1,0 +1,96 @@
+"""What the user sees while a study runs: a progress bar, a line per trial, a closing table."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from search.spec import StudySpec, mask_password
+
+KEY_PARAMS = ("backbone_cut", "unfreeze_blocks", "opt_name", "opt_sgd_lr", "opt_adam_lr", "batch_size", "augment")
+STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
+
+
+def format_params(params: dict[str, object], keys: tuple[str, ...] = KEY_PARAMS) -> str:
+    shown = [(k, params[k]) for k in keys if k in params] or list(params.items())[:6]
+    return " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)
+
+
+class StudyProgress:
+    """A rich progress bar over the study's finished trials, and an Optuna callback that feeds it."""
+
+    def __init__(self, console: Console, spec: StudySpec, already_finished: int) -> None:
+        self.console = console
+        self.spec = spec
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(spec.name, total=spec.trials, completed=already_finished, best="-")
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        style = STATE_STYLE.get(trial.state, "white")
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        accuracy = trial.user_attrs.get("val_accuracy")
+        acc = f" acc={accuracy:.2%}" if accuracy is not None else ""
+        seconds = trial.user_attrs.get("seconds", 0.0)
+        reason = trial.user_attrs.get("fail_reason", "")
+        self.console.print(
+            f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
+            f"{format_params(trial.params)} [dim]{seconds:.1f}s[/] {reason}",
+            highlight=False,
+        )
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        best = _best_or_none(study)
+        best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
+        self.progress.update(self.task, completed=min(finished, self.spec.trials), best=best_text)
+
+
+def _best_or_none(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def dashboard_command(storage: str) -> str:
+    return f"optuna-dashboard {mask_password(storage)}"
+
+
+def summary_table(study: optuna.Study, spec: StudySpec, *, top: int = 5) -> Table:
+    """The best completed trials, best first, with their accuracy and key choices."""
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    done.sort(key=lambda t: t.value or 0.0, reverse=reverse)
+    table = Table(title=f"best trials of {spec.name} ({len(done)} complete)")
+    for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "params"):
+        table.add_column(column)
+    for trial in done[:top]:
+        table.add_row(
+            str(trial.number),
+            f"{trial.value:.4f}",
+            f"{trial.user_attrs.get('val_accuracy', float('nan')):.2%}",
+            str(trial.user_attrs.get("epochs_run", "")),
+            f"{trial.user_attrs.get('seconds', 0.0):.1f}",
+            format_params(trial.params),
+        )
+    return table

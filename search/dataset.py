@@ -1,0 +1,180 @@
+"""The decoded, split dataset every trial of a study trains on.
+
+Images are decoded once per process into one uint8 tensor at the study's image size (resize the
+shorter side, centre crop), so trials never touch files. The split is stratified and seeded, and it
+is stored on the study so that a resumed run or another worker trains on exactly the same split.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from search.errors import UserError
+from search.sources import TEST, TRAIN, UNASSIGNED, VAL, ImageSource
+
+log = logging.getLogger(__name__)
+
+SPLIT_CODES = "tvs"  # train, val, test: one character per item in the stored split
+VAL_FRACTION = 0.15  # enough validation images to rank trials, most left to train on
+TEST_FRACTION = 0.15  # held out for the best configuration only
+MAX_BAD_FRACTION = 0.5  # beyond this many unreadable images the folder is wrong, not a few files
+MEMORY_BUDGET_BYTES = 8 * 2**30  # decoded images live in memory; above this, ask for a smaller size
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Decoded images, labels and the study's split; built once per process, shared by trials."""
+
+    name: str
+    class_names: tuple[str, ...]
+    images: torch.Tensor  # uint8 [N, 3, S, S]
+    labels: torch.Tensor  # int64 [N]
+    split: np.ndarray  # int8 TRAIN/VAL/TEST per item
+    fingerprint: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def part(self, which: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of one split (TRAIN, VAL or TEST)."""
+        index = torch.from_numpy(np.flatnonzero(self.split == which))
+        return self.images[index], self.labels[index]
+
+    def split_counts(self) -> dict[str, int]:
+        return {name: int((self.split == code).sum()) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+
+    def encoded_split(self) -> str:
+        return "".join(SPLIT_CODES[s] for s in self.split)
+
+    def with_split(self, encoded: str) -> Dataset:
+        """The same images with a split restored from the study."""
+        if len(encoded) != len(self.labels):
+            raise UserError("the split stored on the study does not match this data; use a new --study-name")
+        return replace(self, split=np.asarray([SPLIT_CODES.index(c) for c in encoded], dtype=np.int8))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; 16-bit and float greyscale are rescaled, not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low or 1.0) * 255.0
+        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Shorter side to `size`, then a centre crop: the aspect ratio is kept, nothing is squashed."""
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR)
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
+    """The item as a CHW uint8 array, or the reason it could not be read."""
+    try:
+        with source.decode(index) as image:
+            image.load()
+            pixels = np.asarray(resize_square(to_rgb(image), size))
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "unreadable"
+        return f"{source.keys[index]}: {exc}"
+    return pixels.transpose(2, 0, 1)
+
+
+def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> Dataset:
+    """Decode every image once; skip unreadable ones with a warning, refuse a mostly unreadable set."""
+    needed = len(source) * 3 * image_size * image_size
+    if needed > MEMORY_BUDGET_BYTES:
+        raise UserError(
+            f"{len(source)} images at {image_size}px need {needed / 2**30:.1f} GiB in memory; "
+            "pass a smaller --image-size"
+        )
+    if source.ignored_files:
+        log.warning("ignored %d files that are not images (e.g. %s)", len(source.ignored_files), source.ignored_files[0])
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        decoded = list(pool.map(lambda i: _decode(source, i, image_size), range(len(source))))
+    bad = [d for d in decoded if isinstance(d, str)]
+    if len(bad) > MAX_BAD_FRACTION * len(decoded):
+        raise UserError(f"{len(bad)} of {len(decoded)} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them")
+    if bad:
+        log.warning("skipped %d unreadable images of %d (e.g. %s)", len(bad), len(decoded), bad[0])
+    good = np.asarray([not isinstance(d, str) for d in decoded])
+    images = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
+    kept = replace(
+        source,
+        keys=tuple(k for k, ok in zip(source.keys, good) if ok),
+        labels=source.labels[good],
+        given_split=source.given_split[good],
+        content_marks=tuple(m for m, ok in zip(source.content_marks, good) if ok),
+    )
+    return Dataset(
+        name=source.name,
+        class_names=source.class_names,
+        images=images,
+        labels=torch.from_numpy(kept.labels),
+        split=kept.given_split.copy(),
+        fingerprint=kept.fingerprint(),
+    )
+
+
+def _carve(pool: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices taken from `pool`, `fraction` of each class (at least one), stratified."""
+    taken = []
+    for cls in np.unique(labels[pool]):
+        members = pool[labels[pool] == cls]
+        count = max(1, round(fraction * len(members)))
+        taken.append(rng.permutation(members)[:count])
+    return np.concatenate(taken)
+
+
+def stratified_split(labels: np.ndarray, given: np.ndarray, class_names: tuple[str, ...], *, seed: int) -> np.ndarray:
+    """TRAIN/VAL/TEST per item: the given split where there is one, val and test carved from the rest."""
+    split = np.where(given == UNASSIGNED, TRAIN, given).astype(np.int8)
+    pool = np.flatnonzero(split == TRAIN)
+    needed = 1 + int(not (given == VAL).any()) + int(not (given == TEST).any())
+    counts = np.bincount(labels[pool], minlength=len(class_names))
+    short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
+    if short:
+        name, count = short[0]
+        raise UserError(
+            f"class '{name}' has {count} training image(s); each class needs at least {needed} "
+            "(for train, val and test): add images or remove the class"
+        )
+    rng = np.random.default_rng(seed)
+    for part, fraction in ((VAL, VAL_FRACTION), (TEST, TEST_FRACTION)):
+        if not (given == part).any():
+            carved = _carve(pool, labels, fraction, rng)
+            split[carved] = part
+            pool = np.setdiff1d(pool, carved)
+    return split
+
+
+def typical_size(source: ImageSource, *, sample: int = 64) -> int:
+    """Median shorter side over a spread sample of items (headers only where the format allows)."""
+    picks = np.linspace(0, len(source) - 1, num=min(sample, len(source))).astype(int)
+    sides = []
+    for index in np.unique(picks):
+        try:
+            with source.decode(int(index)) as image:
+                sides.append(min(image.size))
+        except Exception:  # noqa: BLE001, S112 - unreadable items are reported when decoding
+            continue
+    return int(np.median(sides)) if sides else 224

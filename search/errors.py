@@ -1,0 +1,9 @@
+"""Errors that reach the user as one line, never as a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input the user can fix; the CLI prints the message and exits with code 2."""
+
+    exit_code = 2

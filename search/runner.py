@@ -1,0 +1,192 @@
+"""The study runner: storage, sampler, pruner, data bound to the study, and the optimisation loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+import torch
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from search.backbones import create_backbone
+from search.configs import SpaceContext
+from search.dataset import Dataset, decode_source, stratified_split, typical_size
+from search.errors import UserError
+from search.objective import Resources, TrialFailed, make_objective
+from search.prefix_cache import FrozenPrefixCache
+from search.sources import class_counts, open_source
+from search.spec import IDENTITY_FIELDS, StudySpec, resolve_image_size
+from search.storage import open_storage
+from search.training import TrainSettings
+from spaces import Space, get_space
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass
+class PreparedStudy:
+    """Everything a worker process builds once before its first trial."""
+
+    spec: StudySpec
+    study: optuna.Study
+    space: Space
+    context: SpaceContext
+    resources: Resources
+
+    @property
+    def data(self) -> Dataset:
+        return self.resources.data
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(requested)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE by default: multivariate with groups, because the spaces are conditional."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """Median by default: it needs no budget arithmetic and waits for a few finished trials."""
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _stored_study(storage: optuna.storages.BaseStorage, name: str) -> tuple[dict[str, Any] | None, int]:
+    """An existing study's attributes and trial count, or (None, 0) for a new name."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None, 0
+    return dict(storage.get_study_user_attrs(study_id)), len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> None:
+    """Refuse to mix trials of another dataset or setup under one study name, saying what changed."""
+    old = stored.get("spec", {})
+    current = spec.to_record()
+    for key in IDENTITY_FIELDS:
+        if key in old and old[key] != current[key]:
+            raise UserError(f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}")
+    old_data = stored.get("data", {})
+    if old_data and old_data.get("fingerprint") != data.fingerprint:
+        change = f"{old_data.get('images')} images in {len(old_data.get('classes', []))} classes -> {len(data.labels)} images in {data.num_classes} classes"
+        if old_data.get("name") != data.name:
+            change = f"'{old_data.get('name')}' -> '{data.name}'"
+        elif old_data.get("classes") != list(data.class_names):
+            change = f"classes {old_data.get('classes')} -> {list(data.class_names)}"
+        raise UserError(f"study '{spec.name}' was created with other data ({change}); use another --study-name for this data")
+
+
+def _data_record(data: Dataset) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "fingerprint": data.fingerprint,
+        "classes": list(data.class_names),
+        "images": len(data.labels),
+        "class_counts": class_counts(data.labels.numpy(), data.num_classes),
+        "split_counts": data.split_counts(),
+        "image_size": data.image_size,
+    }
+
+
+def prepare(spec: StudySpec) -> PreparedStudy:
+    """Open the study and build data, backbone and caches once for this process."""
+    storage = open_storage(spec.storage)
+    space = get_space(spec.space)
+    device = resolve_device(spec.device)
+    stored, trials_so_far = _stored_study(storage, spec.name)
+    source = open_source(spec.data, root=spec.data_root)
+    backbone = create_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
+    stored_size = (stored or {}).get("spec", {}).get("image_size")
+    image_size = spec.image_size or stored_size or resolve_image_size(None, native=typical_size(source), default=backbone.default_image_size, device=device.type)
+    spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": backbone.weights})
+    data = decode_source(source, image_size=image_size)
+    if stored is not None:
+        _check_identity(spec, stored, data)
+    if stored and "data_split" in stored:
+        data = data.with_split(stored["data_split"])
+    else:
+        data = replace(data, split=stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed))
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        direction=spec.direction,
+        # offset by the trials so far, so a resumed run does not replay the first run's suggestions
+        sampler=make_sampler(spec.sampler, spec.seed + trials_so_far),
+        pruner=make_pruner(spec.pruner, spec.max_epochs),
+        load_if_exists=True,
+    )
+    if stored is None or "data_split" not in stored:
+        study.set_user_attr("data_split", data.encoded_split())
+        study.set_user_attr("data", _data_record(data))
+    study.set_user_attr("spec", spec.to_record())
+    backbone.stages.to(device)
+    context = SpaceContext(
+        backbone=backbone.name,
+        cut_points=backbone.cut_points,
+        max_unfreeze={cut: backbone.max_unfreeze(cut) for cut in backbone.cut_points},
+        num_classes=data.num_classes,
+        train_size=data.split_counts()["train"],
+        device=device.type,
+    )
+    settings = TrainSettings(max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric)
+    resources = Resources(data=data, backbone=backbone, cache=FrozenPrefixCache(backbone, data, device), settings=settings)
+    return PreparedStudy(spec=spec, study=study, space=space, context=context, resources=resources)
+
+
+class _StopAfterFailures:
+    """Stops the study when trials keep failing, instead of looping on a broken setup."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_a_row = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if self.in_a_row >= self.limit:
+            log.error("%d trials failed in a row (last: %s); stopping", self.in_a_row, trial.user_attrs.get("fail_reason", "see the log"))
+            study.stop()
+
+
+def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> int:
+    """Top the study up to `spec.trials` finished trials; returns how many this process ran."""
+    spec, study = prepared.spec, prepared.study
+    remaining = spec.trials - finished_count(study)
+    if remaining <= 0:
+        return 0
+    objective = make_objective(prepared.space.suggest, prepared.context, prepared.resources)
+    before = len(study.trials)
+    study.optimize(  # no n_trials: failed trials do not count, MaxTrialsCallback stops at N finished
+        objective,
+        timeout=spec.timeout,
+        catch=(TrialFailed,),
+        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), _StopAfterFailures(MAX_FAILURES_IN_A_ROW), *callbacks],
+    )
+    return len(study.trials) - before

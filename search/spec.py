@@ -1,0 +1,100 @@
+"""The study specification: every CLI choice, frozen and validated before anything runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.errors import UserError
+from search.training import METRICS
+
+SAMPLERS = ("tpe", "random", "gp")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+# What a study is: reusing its name with another of these would mix incomparable trials.
+IDENTITY_FIELDS = ("space", "backbone", "pretrained", "weights", "image_size", "metric")
+CPU_IMAGE_SIZE_CAP = 128  # on CPU larger images make each trial minutes long; pass --image-size to override
+MIN_IMAGE_SIZE = 32  # every backbone here downsamples by 32
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and study attributes."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study's resolved choices; stored on the study so a resume can be checked against it."""
+
+    space: str = "finetune"
+    trials: int = 50
+    data: str = "digits"
+    data_root: Path = Path("studies/datasets")
+    image_size: int | None = None  # None: from the data and the device, see resolve_image_size
+    backbone: str = "efficientnet_lite0"
+    weights: Path | None = None
+    pretrained: str = "imagenet"
+    storage: str = "sqlite:///studies/optuna.db"
+    study_name: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    metric: str = "val_loss"
+    max_epochs: int = 12  # small sets converge in 5-10 epochs; early stopping ends most trials sooner
+    patience: int = 3  # epochs without improvement before a trial stops on its own
+    timeout: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts recorded with the study
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.trials < 1:
+            problems.append("--trials must be at least 1")
+        if self.max_epochs < 1:
+            problems.append("--max-epochs must be at least 1")
+        if self.patience < 1:
+            problems.append("--patience must be at least 1")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            problems.append(f"--image-size must be at least {MIN_IMAGE_SIZE}")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"--sampler must be one of {', '.join(SAMPLERS)}, not '{self.sampler}'")
+        if self.pruner not in PRUNERS:
+            problems.append(f"--pruner must be one of {', '.join(PRUNERS)}, not '{self.pruner}'")
+        if self.metric not in METRICS:
+            problems.append(f"--metric must be one of {', '.join(METRICS)}, not '{self.metric}'")
+        if self.timeout is not None and self.timeout <= 0:
+            problems.append("--timeout must be a positive number of seconds")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+    def default_study_name(self) -> str:
+        data = Path(self.data).name or self.data
+        space = Path(self.space).stem
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{space}-{data}-{self.backbone}")
+
+    @property
+    def name(self) -> str:
+        return self.study_name or self.default_study_name()
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready, password-free view for the study's attributes."""
+        record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        record["storage"] = mask_password(self.storage)
+        record["study_name"] = self.name
+        return record
+
+
+def resolve_image_size(requested: int | None, *, native: int, default: int, device: str) -> int:
+    """The images' typical size rounded up to 32, within [64, backbone default]; capped on CPU."""
+    if requested is not None:
+        return requested
+    size = min(default, max(64, -(-native // 32) * 32))
+    return min(size, CPU_IMAGE_SIZE_CAP) if device == "cpu" else size

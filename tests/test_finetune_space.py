@@ -1,0 +1,98 @@
+"""The finetune space: deterministic through FixedTrial, conditional parameters only where they apply."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search.configs import FinetuneConfig, SpaceContext, config_from_dict
+from search.errors import UserError
+from spaces import get_space, list_spaces
+
+CTX = SpaceContext(
+    backbone="efficientnet_lite0",
+    cut_points=("block5", "block7"),
+    max_unfreeze={"block5": 6, "block7": 8},
+    num_classes=10,
+    train_size=1300,
+    device="cuda",
+)
+BASE = {
+    "backbone_cut": "block7",
+    "head_depth": 2,
+    "head_width": 128,
+    "head_batchnorm": True,
+    "head_dropout": 0.3,
+    "opt_weight_decay": 1e-4,
+    "batch_size": 64,
+    "augment": "light",
+}
+
+
+def test_fixed_trial_gives_the_exact_config() -> None:
+    params = BASE | {"opt_name": "sgd", "opt_sgd_lr": 0.01, "opt_sgd_momentum": 0.9, "unfreeze_blocks": 2, "unfreeze_lr_factor": 0.1, "unfreeze_staged": True, "unfreeze_head_epochs": 2}
+    config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
+    assert config == FinetuneConfig(
+        cut="block7", head_width=128, head_depth=2, head_batchnorm=True, head_dropout=0.3, weight_decay=1e-4,
+        optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, unfreeze_blocks=2, backbone_lr_factor=0.1,
+        head_only_epochs=2, augment="light",
+    )
+
+
+def test_frozen_backbone_asks_no_unfreezing_parameters() -> None:
+    params = BASE | {"opt_name": "adam", "opt_adam_lr": 1e-3, "unfreeze_blocks": 0}
+    config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
+    assert (config.unfreeze_blocks, config.head_only_epochs, config.backbone_lr_factor, config.momentum) == (0, 0, 1.0, 0.0)
+
+
+def test_conditional_parameters_appear_only_in_their_branch() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = get_space("finetune")
+    for _ in range(60):
+        trial = study.ask()
+        config = space.suggest(trial, CTX)
+        study.tell(trial, 0.0)
+        params = trial.params
+        assert ("opt_sgd_lr" in params) == (config.optimizer == "sgd")
+        assert ("opt_adam_lr" in params) == (config.optimizer != "sgd")
+        assert ("unfreeze_lr_factor" in params) == (config.unfreeze_blocks > 0)
+        assert ("unfreeze_head_epochs" in params) == (config.head_only_epochs > 0)
+        assert config.unfreeze_blocks <= CTX.max_unfreeze[config.cut]
+
+
+def test_cpu_keeps_unfreezing_shallow() -> None:
+    cpu = SpaceContext(**{**CTX.__dict__, "device": "cpu"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    depths = {get_space("finetune").suggest(study.ask(), cpu).unfreeze_blocks for _ in range(40)}
+    assert depths == {0, 1, 2}
+
+
+def test_unknown_space_lists_known_ones() -> None:
+    assert "finetune" in list_spaces()
+    with pytest.raises(UserError, match="unknown space 'nope'; choose one of: finetune"):
+        get_space("nope")
+
+
+def test_user_space_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "mine.py"
+    path.write_text(
+        "from spaces.finetune import suggest as base\n"
+        "def suggest(trial, ctx):\n    return base(trial, ctx)\n"
+    )
+    assert get_space(str(path)).suggest is not None
+    (tmp_path / "broken.py").write_text("x = 1\n")
+    with pytest.raises(UserError, match="must define suggest"):
+        get_space(str(tmp_path / "broken.py"))
+
+
+def test_config_from_dict_is_strict() -> None:
+    values = {"cut": "block7", "head_width": 64, "head_depth": 1, "head_batchnorm": False, "head_dropout": 0.0,
+              "weight_decay": 0.0, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "batch_size": 32,
+              "unfreeze_blocks": 0, "backbone_lr_factor": 1.0, "head_only_epochs": 0, "augment": "none"}
+    assert config_from_dict(FinetuneConfig, values).lr == 1e-3
+    with pytest.raises(UserError, match="unknown FinetuneConfig keys \\['head_widht'\\]"):
+        config_from_dict(FinetuneConfig, values | {"head_widht": 3})
+    with pytest.raises(UserError, match="head_width must be int"):
+        config_from_dict(FinetuneConfig, values | {"head_width": "wide"})
+    with pytest.raises(UserError, match="optimizer must be one of"):
+        config_from_dict(FinetuneConfig, values | {"optimizer": "lbfgs"})
