@@ -90,7 +90,8 @@ def _configure_logging(console: Console, verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved."""
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console()
+    errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
     _configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     from search import runner  # heavy imports after argument errors have had their chance
@@ -114,11 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with StudyProgress(console, spec, already) as progress:
             runner.run(prepared, callbacks=[progress])
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         saved = runner.finished_count(study) if study is not None else 0
-        console.print(f"[yellow]interrupted[/]: the running trial is marked failed; {saved} finished trials are saved. Run the same command to resume.")
+        errors.print(f"[yellow]interrupted[/]: the running trial is marked failed; {saved} finished trials are saved. Run the same command to resume.")
         return 130
     console.print(summary_table(study, spec))
     console.print(f"finished in {time.monotonic() - started:.0f}s. Inspect it with:\n  {dashboard_command(spec.storage)}", highlight=False)

@@ -58,6 +58,7 @@ class StudyProgress:
             f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
             f"{format_params(trial.params)} [dim]{seconds:.1f}s[/] {reason}",
             highlight=False,
+            soft_wrap=True,
         )
         finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         best = _best_or_none(study)

@@ -75,7 +75,7 @@ class _Network:
         self.cache = cache
         self.device = settings.device
         self.augment = augmentation(config.augment)
-        self.cached = cache.get(self.frozen_stages) if self.augment is None else None
+        self.cached = cache.get(self.frozen_stages)  # validation always; training only without augmentation
         self.trunk = copy.deepcopy(backbone.stage_range(self.frozen_stages, cut)).to(self.device)
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(True)
@@ -88,11 +88,12 @@ class _Network:
 
     def inputs(self, index: torch.Tensor, *, train: bool) -> torch.Tensor:
         """What enters the trainable stages for these items."""
-        if self.cached is not None:
+        augmenting = train and self.augment is not None
+        if self.cached is not None and not augmenting:
             return self.cached[index.to(self.cached.device)]
         images = self.images[index]
-        if train and self.augment is not None:
-            images = augment_batch(self.augment, images)
+        if augmenting:
+            images = augment_batch(self.augment, images)  # type: ignore[arg-type]
         return self.cache.run_prefix(images, self.frozen_stages)
 
     def forward(self, x: torch.Tensor, *, train_trunk: bool) -> torch.Tensor:

@@ -48,7 +48,7 @@ def _imagenet_top5(backbone: Backbone, head: torch.nn.Module, photo: np.ndarray)
     from torchvision.models import ResNet18_Weights
 
     categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
-    image = torch.from_numpy(np.asarray(Image.fromarray(photo).resize((224, 224)))).permute(2, 0, 1)[None]
+    image = torch.from_numpy(np.array(Image.fromarray(photo).resize((224, 224)))).permute(2, 0, 1)[None]
     with torch.no_grad():
         logits = head(backbone.stage_range(0, len(backbone.stages))(normalize(image, backbone)))
     return [categories[i] for i in logits.topk(5).indices[0].tolist()]

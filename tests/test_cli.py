@@ -1,0 +1,137 @@
+"""run_study.py end to end on real SQLite: what the database holds, resume, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.cli import main
+from tests.conftest import write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1"]
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, str(ROOT / "run_study.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def load(cwd: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'studies' / 'optuna.db'}")
+
+
+def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
+    first = run_cli(tmp_path, "--trials", "3", *FAST)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "optuna-dashboard sqlite:///studies/optuna.db" in first.stdout
+    assert "best trials of finetune-digits-efficientnet_lite0" in first.stdout
+    study = load(tmp_path, "finetune-digits-efficientnet_lite0")
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    for trial in finished:
+        assert trial.intermediate_values, "each trial reports validation loss per epoch"
+        for key in ("val_loss", "val_accuracy", "epochs_run", "seconds", "trainable_params", "total_params", "config"):
+            assert key in trial.user_attrs
+        assert trial.user_attrs["trainable_params"] <= trial.user_attrs["total_params"]
+    completed = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(t.value == min(t.intermediate_values.values()) for t in completed)
+    attrs = study.user_attrs
+    assert attrs["spec"]["image_size"] == 32 and attrs["spec"]["backbone"] == "efficientnet_lite0"
+    assert attrs["data"]["images"] == 1797 and len(attrs["data_split"]) == 1797
+    split_before = attrs["data_split"]
+
+    resumed = run_cli(tmp_path, "--trials", "5", *FAST)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(tmp_path, "finetune-digits-efficientnet_lite0")
+    assert sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials) == 5
+    assert study.user_attrs["data_split"] == split_before
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5, "a resume explores, not replays"
+
+    again = run_cli(tmp_path, "--trials", "5", *FAST)
+    assert again.returncode == 0 and "already has 5 finished trials" in again.stdout
+
+
+def test_folder_data_runs(tmp_path: Path) -> None:
+    folder = write_image_folder(tmp_path / "shapes", per_class=10, split_dirs=("train", "val"))
+    done = run_cli(tmp_path, "--data", str(folder), "--trials", "2", *FAST)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = load(tmp_path, "finetune-shapes-efficientnet_lite0")
+    assert study.user_attrs["data"]["classes"] == ["bar", "cross", "disc"]
+
+
+def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "--data", str(tmp_path / "nope"), "--trials", "1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: data '{tmp_path / 'nope'}' is not a folder that exists; pass --data digits, a torchvision name (cifar10, cifar100, mnist, fashion_mnist) or a folder with one sub-folder per class"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--space", "nope"], "unknown space 'nope'; choose one of: finetune"),
+        (["--backbone", "vgg19"], "unknown backbone 'vgg19'; choose one of:"),
+        (["--storage", "not a url"], "is not a database URL"),
+        (["--storage", "postgresql://bob:secret@127.0.0.1:1/db"], "cannot open storage postgresql+psycopg://bob:***@127.0.0.1:1/db"),
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--trials", "1", *args]) == 2
+    out = capsys.readouterr().err
+    assert message in out
+    assert "secret" not in out
+
+
+def test_study_name_reused_with_other_data_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    shapes = write_image_folder(tmp_path / "shapes", per_class=6)
+    assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "1", *FAST]) == 0
+    (shapes / "disc" / "disc_0.png").unlink()
+    assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "2", *FAST]) == 2
+    assert "study 'mine' was created with other data (18 images in 3 classes -> 17 images in 3 classes)" in capsys.readouterr().err
+    assert main(["--study-name", "mine", "--trials", "2", *FAST]) == 2
+    assert "use another --study-name" in capsys.readouterr().err
+    assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "2", "--image-size", "64"]) == 2
+    assert "was run with image_size=32, not 64" in capsys.readouterr().err
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_resume_works(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, str(ROOT / "run_study.py"), "--trials", "3", "--image-size", "32", "--max-epochs", "200", "--patience", "200", "--pruner", "none"]
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            db = tmp_path / "studies" / "optuna.db"
+            if db.exists():
+                try:
+                    trials = load(tmp_path, "finetune-digits-efficientnet_lite0").trials
+                except KeyError:
+                    continue
+                if trials and trials[0].state == optuna.trial.TrialState.RUNNING:
+                    break
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Run the same command to resume" in output
+    study = load(tmp_path, "finetune-digits-efficientnet_lite0")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
