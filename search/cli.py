@@ -30,21 +30,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run (or resume) an Optuna study of transfer-learning configurations.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--space", default=defaults.space, help="search space name, or a .py file defining suggest(trial, ctx)")
-    parser.add_argument("--trials", type=int, default=defaults.trials, help="finished trials wanted in the study in total (re-running tops it up)")
-    parser.add_argument("--data", default=defaults.data, help="'digits', a torchvision name (cifar10, ...), or a folder of class sub-folders")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root, help="where torchvision datasets live or are downloaded")
-    parser.add_argument("--image-size", type=int, default=None, help="square input size; default: the images' size within [64, backbone default], at most 128 on CPU")
+    parser.add_argument(
+        "--space", default=defaults.space, help="search space name, or a .py file defining suggest(trial, ctx)"
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=defaults.trials,
+        help="finished trials wanted in the study in total (re-running tops it up)",
+    )
+    parser.add_argument(
+        "--data",
+        default=defaults.data,
+        help="'digits', a torchvision name (cifar10, ...), or a folder of class sub-folders",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=defaults.data_root, help="where torchvision datasets live or are downloaded"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square input size; default: the images' size within [64, backbone default], at most 128 on CPU",
+    )
     parser.add_argument("--backbone", default=defaults.backbone, help=f"one of {', '.join(list_backbones())}")
-    parser.add_argument("--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights")
-    parser.add_argument("--pretrained", default=defaults.pretrained, choices=("imagenet", "none"), help="'none' trains the backbone from random init on purpose")
-    parser.add_argument("--storage", default=defaults.storage, help="Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights"
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=defaults.pretrained,
+        choices=("imagenet", "none"),
+        help="'none' trains the backbone from random init on purpose",
+    )
+    parser.add_argument(
+        "--storage", default=defaults.storage, help="Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db"
+    )
     parser.add_argument("--study-name", default=None, help="default: <space>-<data>-<backbone>")
     parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS)
     parser.add_argument("--pruner", default=defaults.pruner, choices=PRUNERS)
-    parser.add_argument("--metric", default=defaults.metric, choices=tuple(METRICS), help="what the study optimises and trials report each epoch")
+    parser.add_argument(
+        "--metric",
+        default=defaults.metric,
+        choices=tuple(METRICS),
+        help="what the study optimises and trials report each epoch",
+    )
     parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
-    parser.add_argument("--patience", type=int, default=defaults.patience, help="epochs without improvement before a trial stops itself")
+    parser.add_argument(
+        "--patience", type=int, default=defaults.patience, help="epochs without improvement before a trial stops itself"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
@@ -80,7 +114,11 @@ def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _configure_logging(console: Console, verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
@@ -111,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         already = runner.finished_count(study)
         if already >= spec.trials:
-            console.print(f"the study already has {already} finished trials (asked for {spec.trials}); raise --trials to run more")
+            console.print(
+                f"the study already has {already} finished trials (asked for {spec.trials}); raise --trials to run more"
+            )
         with StudyProgress(console, spec, already) as progress:
             runner.run(prepared, callbacks=[progress])
     except UserError as exc:
@@ -119,10 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         saved = runner.finished_count(study) if study is not None else 0
-        errors.print(f"[yellow]interrupted[/]: the running trial is marked failed; {saved} finished trials are saved. Run the same command to resume.")
+        errors.print(
+            f"[yellow]interrupted[/]: the running trial is marked failed; {saved} finished trials are saved. Run the same command to resume."
+        )
         return 130
     console.print(summary_table(study, spec))
-    console.print(f"finished in {time.monotonic() - started:.0f}s. Inspect it with:\n  {dashboard_command(spec.storage)}", highlight=False)
+    console.print(
+        f"finished in {time.monotonic() - started:.0f}s. Inspect it with:\n  {dashboard_command(spec.storage)}",
+        highlight=False,
+    )
     return 0
 
 

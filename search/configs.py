@@ -77,7 +77,7 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     missing = sorted(set(fields) - set(values))
     if missing:
         raise UserError(f"{cls.__name__} is missing {missing}")
-    hints = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    hints: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool, "str": str}
     for name, value in values.items():
         expected = hints.get(str(fields[name].type))
         if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):

@@ -52,7 +52,9 @@ class Dataset:
         return self.images[index], self.labels[index]
 
     def split_counts(self) -> dict[str, int]:
-        return {name: int((self.split == code).sum()) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+        return {
+            name: int((self.split == code).sum()) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
+        }
 
     def encoded_split(self) -> str:
         return "".join(SPLIT_CODES[s] for s in self.split)
@@ -82,7 +84,9 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
     """Shorter side to `size`, then a centre crop: the aspect ratio is kept, nothing is squashed."""
     width, height = image.size
     scale = size / min(width, height)
-    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR)
+    resized = image.resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR
+    )
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return resized.crop((left, top, left + size, top + size))
@@ -94,7 +98,7 @@ def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
         with source.decode(index) as image:
             image.load()
             pixels = np.asarray(resize_square(to_rgb(image), size))
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "unreadable"
+    except Exception as exc:
         return f"{source.keys[index]}: {exc}"
     return pixels.transpose(2, 0, 1)
 
@@ -108,22 +112,28 @@ def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> 
             "pass a smaller --image-size"
         )
     if source.ignored_files:
-        log.warning("ignored %d files that are not images (e.g. %s)", len(source.ignored_files), source.ignored_files[0])
+        log.warning(
+            "ignored %d files that are not images (e.g. %s)", len(source.ignored_files), source.ignored_files[0]
+        )
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decoded = list(pool.map(lambda i: _decode(source, i, image_size), range(len(source))))
     bad = [d for d in decoded if isinstance(d, str)]
     if len(bad) > MAX_BAD_FRACTION * len(decoded):
-        raise UserError(f"{len(bad)} of {len(decoded)} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them")
+        raise UserError(
+            f"{len(bad)} of {len(decoded)} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them"
+        )
     if bad:
         log.warning("skipped %d unreadable images of %d (e.g. %s)", len(bad), len(decoded), bad[0])
     good = np.asarray([not isinstance(d, str) for d in decoded])
     images = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
     kept = replace(
         source,
-        keys=tuple(k for k, ok in zip(source.keys, good) if ok),
+        keys=tuple(k for k, ok in zip(source.keys, good, strict=True) if ok),
         labels=source.labels[good],
         given_split=source.given_split[good],
-        content_marks=tuple(m for m, ok in zip(source.content_marks, good) if ok),
+        content_marks=tuple(m for m, ok in zip(source.content_marks, good, strict=True) if ok)
+        if source.content_marks
+        else (),
     )
     return Dataset(
         name=source.name,
@@ -175,6 +185,6 @@ def typical_size(source: ImageSource, *, sample: int = 64) -> int:
         try:
             with source.decode(int(index)) as image:
                 sides.append(min(image.size))
-        except Exception:  # noqa: BLE001, S112 - unreadable items are reported when decoding
+        except Exception:
             continue
     return int(np.median(sides)) if sides else 224

@@ -68,7 +68,14 @@ def _count(module: nn.Module, *, trainable: bool) -> int:
 class _Network:
     """Frozen prefix (cached or run under no_grad) -> trainable stages -> head, for one trial."""
 
-    def __init__(self, config: FinetuneConfig, data: Dataset, backbone: Backbone, cache: FrozenPrefixCache, settings: TrainSettings) -> None:
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        data: Dataset,
+        backbone: Backbone,
+        cache: FrozenPrefixCache,
+        settings: TrainSettings,
+    ) -> None:
         cut = backbone.stage_index(config.cut) + 1
         self.frozen_stages = cut - min(config.unfreeze_blocks, cut)
         self.backbone = backbone
@@ -88,12 +95,11 @@ class _Network:
 
     def inputs(self, index: torch.Tensor, *, train: bool) -> torch.Tensor:
         """What enters the trainable stages for these items."""
-        augmenting = train and self.augment is not None
-        if self.cached is not None and not augmenting:
+        if self.cached is not None and not (train and self.augment is not None):
             return self.cached[index.to(self.cached.device)]
         images = self.images[index]
-        if augmenting:
-            images = augment_batch(self.augment, images)  # type: ignore[arg-type]
+        if train and self.augment is not None:
+            images = augment_batch(self.augment, images)
         return self.cache.run_prefix(images, self.frozen_stages)
 
     def forward(self, x: torch.Tensor, *, train_trunk: bool) -> torch.Tensor:
@@ -102,7 +108,15 @@ class _Network:
         return self.head(features)
 
 
-def train_finetune(config: FinetuneConfig, data: Dataset, backbone: Backbone, reporter: Reporter, settings: TrainSettings, *, cache: FrozenPrefixCache | None = None) -> TrialResult:
+def train_finetune(
+    config: FinetuneConfig,
+    data: Dataset,
+    backbone: Backbone,
+    reporter: Reporter,
+    settings: TrainSettings,
+    *,
+    cache: FrozenPrefixCache | None = None,
+) -> TrialResult:
     """Train one configuration; report the study's metric each epoch; return the best epoch."""
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -126,22 +140,46 @@ def train_finetune(config: FinetuneConfig, data: Dataset, backbone: Backbone, re
         epoch_start = time.perf_counter()
         train_trunk = config.unfreeze_blocks > 0 and epoch > config.head_only_epochs
         try:
-            train_loss, train_acc = _train_epoch(net, optimizer, train_index, config.batch_size, generator, train_trunk, amp)
+            train_loss, train_acc = _train_epoch(
+                net, optimizer, train_index, config.batch_size, generator, train_trunk, amp
+            )
             val_loss, val_acc = _evaluate(net, val_index, amp)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
-            return TrialResult.failed("out_of_memory", f"CUDA out of memory in epoch {epoch} (batch size {config.batch_size})", started, history)
+            return TrialResult.failed(
+                "out_of_memory",
+                f"CUDA out of memory in epoch {epoch} (batch size {config.batch_size})",
+                started,
+                history,
+            )
         metrics = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - epoch_start)
         history.append(metrics)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            return TrialResult.failed("diverged", f"loss became {train_loss if not math.isfinite(train_loss) else val_loss} in epoch {epoch}", started, history)
+            return TrialResult.failed(
+                "diverged",
+                f"loss became {train_loss if not math.isfinite(train_loss) else val_loss} in epoch {epoch}",
+                started,
+                history,
+            )
         if best is None or is_better(metrics, best, settings.metric):
             best, stale = metrics, 0
-            best_state = {k: v.detach().clone() for k, v in {**_prefixed(net.trunk, "trunk"), **_prefixed(net.head, "head")}.items()}
+            best_state = {
+                k: v.detach().clone()
+                for k, v in {**_prefixed(net.trunk, "trunk"), **_prefixed(net.head, "head")}.items()
+            }
         else:
             stale += 1
         if reporter.report(epoch, metrics):
-            return TrialResult("pruned", best, history, time.perf_counter() - started, trainable, total, "pruned by the study's pruner", best_state)
+            return TrialResult(
+                "pruned",
+                best,
+                history,
+                time.perf_counter() - started,
+                trainable,
+                total,
+                "pruned by the study's pruner",
+                best_state,
+            )
         if stale >= settings.patience:
             break
     return TrialResult("complete", best, history, time.perf_counter() - started, trainable, total, "", best_state)
@@ -151,7 +189,15 @@ def _prefixed(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
 
 
-def _train_epoch(net: _Network, optimizer: torch.optim.Optimizer, index: torch.Tensor, batch_size: int, generator: torch.Generator, train_trunk: bool, amp: torch.autocast | nullcontext[None]) -> tuple[float, float]:
+def _train_epoch(
+    net: _Network,
+    optimizer: torch.optim.Optimizer,
+    index: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    train_trunk: bool,
+    amp: torch.autocast | nullcontext[None],
+) -> tuple[float, float]:
     net.head.train()
     net.trunk.train(train_trunk)
     loss_sum, correct, seen = 0.0, 0, 0

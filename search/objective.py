@@ -85,7 +85,9 @@ def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> N
         trial.set_user_attr(key, value)
 
 
-def make_objective(suggest: Callable[[optuna.Trial, SpaceContext], Any], ctx: SpaceContext, resources: Resources) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    suggest: Callable[[optuna.trial.BaseTrial, SpaceContext], Any], ctx: SpaceContext, resources: Resources
+) -> Callable[[optuna.Trial], float]:
     """An Optuna objective: suggest a config, train it with the shared resources, report, return."""
 
     def objective(trial: optuna.Trial) -> float:

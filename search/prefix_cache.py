@@ -31,7 +31,9 @@ def normalize(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
 class FrozenPrefixCache:
     """Frozen-prefix activations for every image of a dataset, by number of frozen stages."""
 
-    def __init__(self, backbone: Backbone, data: Dataset, device: torch.device, *, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(
+        self, backbone: Backbone, data: Dataset, device: torch.device, *, budget_bytes: int = DEFAULT_BUDGET_BYTES
+    ) -> None:
         self.backbone = backbone
         self.data = data
         self.device = device

@@ -93,7 +93,9 @@ def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> N
     current = spec.to_record()
     for key in IDENTITY_FIELDS:
         if key in old and old[key] != current[key]:
-            raise UserError(f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}")
+            raise UserError(
+                f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}"
+            )
     old_data = stored.get("data", {})
     if old_data and old_data.get("fingerprint") != data.fingerprint:
         change = f"{old_data.get('images')} images in {len(old_data.get('classes', []))} classes -> {len(data.labels)} images in {data.num_classes} classes"
@@ -101,7 +103,9 @@ def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> N
             change = f"'{old_data.get('name')}' -> '{data.name}'"
         elif old_data.get("classes") != list(data.class_names):
             change = f"classes {old_data.get('classes')} -> {list(data.class_names)}"
-        raise UserError(f"study '{spec.name}' was created with other data ({change}); use another --study-name for this data")
+        raise UserError(
+            f"study '{spec.name}' was created with other data ({change}); use another --study-name for this data"
+        )
 
 
 def _data_record(data: Dataset) -> dict[str, Any]:
@@ -125,7 +129,13 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     source = open_source(spec.data, root=spec.data_root)
     backbone = create_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
     stored_size = (stored or {}).get("spec", {}).get("image_size")
-    image_size = spec.image_size or stored_size or resolve_image_size(None, native=typical_size(source), default=backbone.default_image_size, device=device.type)
+    image_size = (
+        spec.image_size
+        or stored_size
+        or resolve_image_size(
+            None, native=typical_size(source), default=backbone.default_image_size, device=device.type
+        )
+    )
     spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": backbone.weights})
     data = decode_source(source, image_size=image_size)
     if stored is not None:
@@ -156,8 +166,12 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         train_size=data.split_counts()["train"],
         device=device.type,
     )
-    settings = TrainSettings(max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric)
-    resources = Resources(data=data, backbone=backbone, cache=FrozenPrefixCache(backbone, data, device), settings=settings)
+    settings = TrainSettings(
+        max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric
+    )
+    resources = Resources(
+        data=data, backbone=backbone, cache=FrozenPrefixCache(backbone, data, device), settings=settings
+    )
     return PreparedStudy(spec=spec, study=study, space=space, context=context, resources=resources)
 
 
@@ -171,7 +185,11 @@ class _StopAfterFailures:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
-            log.error("%d trials failed in a row (last: %s); stopping", self.in_a_row, trial.user_attrs.get("fail_reason", "see the log"))
+            log.error(
+                "%d trials failed in a row (last: %s); stopping",
+                self.in_a_row,
+                trial.user_attrs.get("fail_reason", "see the log"),
+            )
             study.stop()
 
 
@@ -187,6 +205,10 @@ def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> int:
         objective,
         timeout=spec.timeout,
         catch=(TrialFailed,),
-        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), _StopAfterFailures(MAX_FAILURES_IN_A_ROW), *callbacks],
+        callbacks=[
+            MaxTrialsCallback(spec.trials, states=FINISHED),
+            _StopAfterFailures(MAX_FAILURES_IN_A_ROW),
+            *callbacks,
+        ],
     )
     return len(study.trials) - before

@@ -101,7 +101,9 @@ def _folder_source(root: Path) -> ImageSource:
     if not class_names:
         loose = [p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         hint = f" (found {len(loose)} loose images)" if loose else ""
-        raise UserError(f"{root} has no class sub-folders{hint}; put each class's images in a sub-folder named after it")
+        raise UserError(
+            f"{root} has no class sub-folders{hint}; put each class's images in a sub-folder named after it"
+        )
     if len(class_names) < 2:
         raise UserError(
             f"{root} holds only one class ('{class_names[0]}'); a classifier needs at least two class sub-folders"
@@ -158,7 +160,7 @@ def _torchvision_source(name: str, root: Path) -> ImageSource:
         except RuntimeError:
             try:
                 parts.append(factory(str(root), train=train, download=True))
-            except Exception as exc:  # noqa: BLE001 - any download failure means the same to the user
+            except Exception as exc:
                 raise UserError(
                     f"{name} is not under {root} and could not be downloaded ({type(exc).__name__}); "
                     f"without network, copy it there (see torchvision.datasets) or pass --data FOLDER"
@@ -166,7 +168,7 @@ def _torchvision_source(name: str, root: Path) -> ImageSource:
     arrays = [np.asarray(p.data) for p in parts]
     pixels = np.concatenate(arrays)
     labels = np.concatenate([np.asarray(p.targets, dtype=np.int64) for p in parts])
-    given = np.concatenate([np.full(len(a), s, dtype=np.int8) for a, s in zip(arrays, (UNASSIGNED, TEST))])
+    given = np.concatenate([np.full(len(a), s, dtype=np.int8) for a, s in zip(arrays, (UNASSIGNED, TEST), strict=True)])
     mode = "RGB" if pixels.ndim == 4 else "L"
     return ImageSource(
         name=name,

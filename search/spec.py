@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from search.errors import UserError
 from search.training import METRICS
@@ -72,7 +72,7 @@ class StudySpec:
             raise UserError("; ".join(problems))
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return METRICS[self.metric]
 
     def default_study_name(self) -> str:

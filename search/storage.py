@@ -22,7 +22,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UserError(f"--storage '{mask_password(url)}' is not a database URL; e.g. sqlite:///studies/optuna.db or postgresql://user@host/db") from None
+        raise UserError(
+            f"--storage '{mask_password(url)}' is not a database URL; e.g. sqlite:///studies/optuna.db or postgresql://user@host/db"
+        ) from None
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -31,7 +33,12 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     elif parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() in ("", "psycopg2"):
             url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        engine_kwargs |= {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        engine_kwargs |= {
+            "pool_size": 2,
+            "max_overflow": 2,
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 10},
+        }
     try:
         return optuna.storages.RDBStorage(
             url,

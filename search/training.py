@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
-METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_loss": "minimize", "val_accuracy": "maximize"}
 
 
 @dataclass(frozen=True)

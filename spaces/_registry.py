@@ -13,7 +13,7 @@ import optuna
 from search.configs import SpaceContext
 from search.errors import UserError
 
-Suggest = Callable[[optuna.Trial, SpaceContext], Any]
+Suggest = Callable[[optuna.trial.BaseTrial, SpaceContext], Any]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ def get_space(name: str) -> Space:
         return _REGISTRY[name]
     if name.endswith(".py"):
         return _space_from_file(Path(name))
-    raise UserError(f"unknown space '{name}'; choose one of: {', '.join(list_spaces())}, or pass a .py file defining suggest(trial, ctx)")
+    raise UserError(
+        f"unknown space '{name}'; choose one of: {', '.join(list_spaces())}, or pass a .py file defining suggest(trial, ctx)"
+    )
 
 
 def _space_from_file(path: Path) -> Space:
@@ -63,7 +65,7 @@ def _space_from_file(path: Path) -> Space:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file; say where it broke in one line
+    except Exception as exc:
         raise UserError(f"space file {path} failed to import: {type(exc).__name__}: {exc}") from None
     suggest = getattr(module, "suggest", None)
     if not callable(suggest):

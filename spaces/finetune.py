@@ -13,7 +13,7 @@ CPU_MAX_UNFREEZE = 2  # backward through early stages costs 10-50 s an epoch on 
 
 
 @register_space("finetune")
-def suggest(trial: optuna.Trial, ctx: SpaceContext) -> FinetuneConfig:
+def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
     cut = trial.suggest_categorical("backbone_cut", list(ctx.cut_points))
     head_depth = trial.suggest_int("head_depth", 1, 3)

@@ -22,13 +22,22 @@ def draw(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size] / size - 0.5
     jitter = rng.uniform(-0.1, 0.1, 2)
     yy, xx = yy + jitter[0], xx + jitter[1]
-    mask = {"disc": xx**2 + yy**2 < 0.09, "bar": np.abs(yy) < 0.12, "cross": (np.abs(xx) < 0.08) | (np.abs(yy) < 0.08)}[shape]
+    mask = {"disc": xx**2 + yy**2 < 0.09, "bar": np.abs(yy) < 0.12, "cross": (np.abs(xx) < 0.08) | (np.abs(yy) < 0.08)}[
+        shape
+    ]
     image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
     image[mask] = rng.integers(180, 255, 3)
     return image
 
 
-def write_image_folder(root: Path, *, classes: tuple[str, ...] = SHAPES, per_class: int = 12, seed: int = 0, split_dirs: tuple[str, ...] = ()) -> Path:
+def write_image_folder(
+    root: Path,
+    *,
+    classes: tuple[str, ...] = SHAPES,
+    per_class: int = 12,
+    seed: int = 0,
+    split_dirs: tuple[str, ...] = (),
+) -> Path:
     """Class sub-folders of generated images in mixed formats, modes and sizes."""
     rng = np.random.default_rng(seed)
     formats = [("png", "RGB"), ("jpg", "RGB"), ("png", "L"), ("bmp", "RGB"), ("webp", "RGB"), ("png", "RGBA")]
@@ -39,7 +48,9 @@ def write_image_folder(root: Path, *, classes: tuple[str, ...] = SHAPES, per_cla
             for i in range(per_class):
                 suffix, mode = formats[i % len(formats)]
                 size = int(rng.integers(24, 48))
-                Image.fromarray(draw(SHAPES[index % len(SHAPES)], size, rng)).convert(mode).save(folder / f"{name}_{i}.{suffix}")
+                Image.fromarray(draw(SHAPES[index % len(SHAPES)], size, rng)).convert(mode).save(
+                    folder / f"{name}_{i}.{suffix}"
+                )
     return root
 
 

@@ -21,7 +21,14 @@ FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1"]
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, str(ROOT / "run_study.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_study.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load(cwd: Path, name: str) -> optuna.Study:
@@ -34,7 +41,9 @@ def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
     assert "optuna-dashboard sqlite:///studies/optuna.db" in first.stdout
     assert "best trials of finetune-digits-efficientnet_lite0" in first.stdout
     study = load(tmp_path, "finetune-digits-efficientnet_lite0")
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == 3
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     for trial in finished:
@@ -73,7 +82,9 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
     assert done.returncode == 2
     assert "Traceback" not in done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines == [f"error: data '{tmp_path / 'nope'}' is not a folder that exists; pass --data digits, a torchvision name (cifar10, cifar100, mnist, fashion_mnist) or a folder with one sub-folder per class"]
+    assert lines == [
+        f"error: data '{tmp_path / 'nope'}' is not a folder that exists; pass --data digits, a torchvision name (cifar10, cifar100, mnist, fashion_mnist) or a folder with one sub-folder per class"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -82,12 +93,17 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
         (["--space", "nope"], "unknown space 'nope'; choose one of: finetune"),
         (["--backbone", "vgg19"], "unknown backbone 'vgg19'; choose one of:"),
         (["--storage", "not a url"], "is not a database URL"),
-        (["--storage", "postgresql://bob:secret@127.0.0.1:1/db"], "cannot open storage postgresql+psycopg://bob:***@127.0.0.1:1/db"),
+        (
+            ["--storage", "postgresql://bob:secret@127.0.0.1:1/db"],
+            "cannot open storage postgresql+psycopg://bob:***@127.0.0.1:1/db",
+        ),
         (["--trials", "0"], "--trials must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     ],
 )
-def test_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+def test_bad_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["--trials", "1", *args]) == 2
     out = capsys.readouterr().err
@@ -95,13 +111,18 @@ def test_bad_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert "secret" not in out
 
 
-def test_study_name_reused_with_other_data_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_study_name_reused_with_other_data_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     shapes = write_image_folder(tmp_path / "shapes", per_class=6)
     assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "1", *FAST]) == 0
     (shapes / "disc" / "disc_0.png").unlink()
     assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "2", *FAST]) == 2
-    assert "study 'mine' was created with other data (18 images in 3 classes -> 17 images in 3 classes)" in capsys.readouterr().err
+    assert (
+        "study 'mine' was created with other data (18 images in 3 classes -> 17 images in 3 classes)"
+        in capsys.readouterr().err
+    )
     assert main(["--study-name", "mine", "--trials", "2", *FAST]) == 2
     assert "use another --study-name" in capsys.readouterr().err
     assert main(["--data", str(shapes), "--study-name", "mine", "--trials", "2", "--image-size", "64"]) == 2
@@ -110,7 +131,20 @@ def test_study_name_reused_with_other_data_is_refused(tmp_path: Path, monkeypatc
 
 def test_ctrl_c_marks_the_running_trial_failed_and_resume_works(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, str(ROOT / "run_study.py"), "--trials", "3", "--image-size", "32", "--max-epochs", "200", "--patience", "200", "--pruner", "none"]
+    args = [
+        sys.executable,
+        str(ROOT / "run_study.py"),
+        "--trials",
+        "3",
+        "--image-size",
+        "32",
+        "--max-epochs",
+        "200",
+        "--patience",
+        "200",
+        "--pruner",
+        "none",
+    ]
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180

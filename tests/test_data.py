@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from search.dataset import decode_source, stratified_split, typical_size
+from search.dataset import Dataset, decode_source, stratified_split, typical_size
 from search.errors import UserError
 from search.sources import TEST, TRAIN, VAL, open_source
 from tests.conftest import write_image_folder
@@ -40,10 +41,14 @@ def test_presplit_folder_keeps_given_val_and_carves_test_from_train(tmp_path: Pa
     assert (split == TRAIN).sum() > 0
 
 
-def test_split_is_stratified_seeded_and_restorable(digits) -> None:  # type: ignore[no-untyped-def]
-    again = stratified_split(digits.labels.numpy(), np.full(len(digits.labels), -1, dtype=np.int8), digits.class_names, seed=0)
+def test_split_is_stratified_seeded_and_restorable(digits: Dataset) -> None:
+    again = stratified_split(
+        digits.labels.numpy(), np.full(len(digits.labels), -1, dtype=np.int8), digits.class_names, seed=0
+    )
     assert (again == digits.split).all()
-    other = stratified_split(digits.labels.numpy(), np.full(len(digits.labels), -1, dtype=np.int8), digits.class_names, seed=1)
+    other = stratified_split(
+        digits.labels.numpy(), np.full(len(digits.labels), -1, dtype=np.int8), digits.class_names, seed=1
+    )
     assert not (other == digits.split).all()
     for part in (TRAIN, VAL, TEST):
         per_class = np.bincount(digits.labels.numpy()[digits.split == part], minlength=10)
@@ -104,7 +109,7 @@ def _folder(tmp_path: Path, layout: dict[str, int]) -> Path:
         (lambda p: (p / "file.png").write_bytes(b"x") and p / "file.png", "is a file"),
     ],
 )
-def test_bad_folders_give_one_line_errors(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_folders_give_one_line_errors(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
     with pytest.raises(UserError, match=message) as info:
         open_source(str(make(tmp_path)), root=Path("unused"))
     assert "\n" not in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -30,19 +32,43 @@ BASE = {
 
 
 def test_fixed_trial_gives_the_exact_config() -> None:
-    params = BASE | {"opt_name": "sgd", "opt_sgd_lr": 0.01, "opt_sgd_momentum": 0.9, "unfreeze_blocks": 2, "unfreeze_lr_factor": 0.1, "unfreeze_staged": True, "unfreeze_head_epochs": 2}
+    params = BASE | {
+        "opt_name": "sgd",
+        "opt_sgd_lr": 0.01,
+        "opt_sgd_momentum": 0.9,
+        "unfreeze_blocks": 2,
+        "unfreeze_lr_factor": 0.1,
+        "unfreeze_staged": True,
+        "unfreeze_head_epochs": 2,
+    }
     config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
     assert config == FinetuneConfig(
-        cut="block7", head_width=128, head_depth=2, head_batchnorm=True, head_dropout=0.3, weight_decay=1e-4,
-        optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, unfreeze_blocks=2, backbone_lr_factor=0.1,
-        head_only_epochs=2, augment="light",
+        cut="block7",
+        head_width=128,
+        head_depth=2,
+        head_batchnorm=True,
+        head_dropout=0.3,
+        weight_decay=1e-4,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        batch_size=64,
+        unfreeze_blocks=2,
+        backbone_lr_factor=0.1,
+        head_only_epochs=2,
+        augment="light",
     )
 
 
 def test_frozen_backbone_asks_no_unfreezing_parameters() -> None:
     params = BASE | {"opt_name": "adam", "opt_adam_lr": 1e-3, "unfreeze_blocks": 0}
     config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
-    assert (config.unfreeze_blocks, config.head_only_epochs, config.backbone_lr_factor, config.momentum) == (0, 0, 1.0, 0.0)
+    assert (config.unfreeze_blocks, config.head_only_epochs, config.backbone_lr_factor, config.momentum) == (
+        0,
+        0,
+        1.0,
+        0.0,
+    )
 
 
 def test_conditional_parameters_appear_only_in_their_branch() -> None:
@@ -73,11 +99,10 @@ def test_unknown_space_lists_known_ones() -> None:
         get_space("nope")
 
 
-def test_user_space_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_user_space_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.py"
     path.write_text(
-        "from spaces.finetune import suggest as base\n"
-        "def suggest(trial, ctx):\n    return base(trial, ctx)\n"
+        "from spaces.finetune import suggest as base\ndef suggest(trial, ctx):\n    return base(trial, ctx)\n"
     )
     assert get_space(str(path)).suggest is not None
     (tmp_path / "broken.py").write_text("x = 1\n")
@@ -86,9 +111,22 @@ def test_user_space_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_config_from_dict_is_strict() -> None:
-    values = {"cut": "block7", "head_width": 64, "head_depth": 1, "head_batchnorm": False, "head_dropout": 0.0,
-              "weight_decay": 0.0, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "batch_size": 32,
-              "unfreeze_blocks": 0, "backbone_lr_factor": 1.0, "head_only_epochs": 0, "augment": "none"}
+    values = {
+        "cut": "block7",
+        "head_width": 64,
+        "head_depth": 1,
+        "head_batchnorm": False,
+        "head_dropout": 0.0,
+        "weight_decay": 0.0,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "batch_size": 32,
+        "unfreeze_blocks": 0,
+        "backbone_lr_factor": 1.0,
+        "head_only_epochs": 0,
+        "augment": "none",
+    }
     assert config_from_dict(FinetuneConfig, values).lr == 1e-3
     with pytest.raises(UserError, match="unknown FinetuneConfig keys \\['head_widht'\\]"):
         config_from_dict(FinetuneConfig, values | {"head_widht": 3})

@@ -15,9 +15,20 @@ from search.training import EpochMetrics, NullReporter, TrainSettings
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)
 HEAD_ONLY = FinetuneConfig(
-    cut="block5", head_width=128, head_depth=1, head_batchnorm=True, head_dropout=0.1, weight_decay=1e-4,
-    optimizer="adam", lr=3e-3, momentum=0.0, batch_size=32, unfreeze_blocks=0, backbone_lr_factor=1.0,
-    head_only_epochs=0, augment="none",
+    cut="block5",
+    head_width=128,
+    head_depth=1,
+    head_batchnorm=True,
+    head_dropout=0.1,
+    weight_decay=1e-4,
+    optimizer="adam",
+    lr=3e-3,
+    momentum=0.0,
+    batch_size=32,
+    unfreeze_blocks=0,
+    backbone_lr_factor=1.0,
+    head_only_epochs=0,
+    augment="none",
 )
 
 
@@ -56,25 +67,35 @@ def test_exploding_loss_ends_the_trial_as_diverged(small_digits: Dataset, backbo
     assert "loss became" in result.reason
 
 
-def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(small_digits: Dataset, backbone: Backbone) -> None:
+def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(
+    small_digits: Dataset, backbone: Backbone
+) -> None:
     cache = FrozenPrefixCache(backbone, small_digits, SETTINGS.device)
     before = {k: v.clone() for k, v in backbone.stages.state_dict().items()}
     settings = dataclasses.replace(SETTINGS, max_epochs=1)
     train_finetune(HEAD_ONLY, small_digits, backbone, NullReporter(), settings, cache=cache)
-    train_finetune(dataclasses.replace(HEAD_ONLY, head_width=64), small_digits, backbone, NullReporter(), settings, cache=cache)
+    train_finetune(
+        dataclasses.replace(HEAD_ONLY, head_width=64), small_digits, backbone, NullReporter(), settings, cache=cache
+    )
     assert cache.extractions == 1  # the second head-only trial reused the first one's activations
     unfrozen = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=2, backbone_lr_factor=0.5, head_only_epochs=0)
     result = train_finetune(unfrozen, small_digits, backbone, NullReporter(), settings, cache=cache)
     assert cache.extractions == 2  # a shorter frozen prefix is a new entry
-    train_finetune(dataclasses.replace(HEAD_ONLY, augment="light"), small_digits, backbone, NullReporter(), settings, cache=cache)
+    train_finetune(
+        dataclasses.replace(HEAD_ONLY, augment="light"), small_digits, backbone, NullReporter(), settings, cache=cache
+    )
     assert cache.extractions == 2  # augmented training runs the prefix afresh; validation reuses the entry
     assert result.best_state is not None and any(k.startswith("trunk.") for k in result.best_state)
     after = backbone.stages.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_staged_unfreezing_keeps_the_trunk_still_during_head_only_epochs(small_digits: Dataset, backbone: Backbone) -> None:
-    staged = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=1, backbone_lr_factor=0.5, head_only_epochs=1, optimizer="sgd", lr=0.01, momentum=0.9)
+def test_staged_unfreezing_keeps_the_trunk_still_during_head_only_epochs(
+    small_digits: Dataset, backbone: Backbone
+) -> None:
+    staged = dataclasses.replace(
+        HEAD_ONLY, unfreeze_blocks=1, backbone_lr_factor=0.5, head_only_epochs=1, optimizer="sgd", lr=0.01, momentum=0.9
+    )
     first = train_finetune(staged, small_digits, backbone, StopAt(epoch=1), SETTINGS)
     assert first.best_state is not None
     stage = backbone.stages["block5"].state_dict()

@@ -50,15 +50,27 @@ def test_median_pruner_prunes_worse_and_keeps_better(tmp_path: Path, metric: str
     assert states.count(optuna.trial.TrialState.PRUNED) == 1
 
 
-def test_real_trials_on_digits_prune_a_hopeless_configuration(tmp_path: Path, small_digits: Dataset, backbone: Backbone) -> None:
+def test_real_trials_on_digits_prune_a_hopeless_configuration(
+    tmp_path: Path, small_digits: Dataset, backbone: Backbone
+) -> None:
     """Trained, not scripted: a barely-learning learning rate is pruned after a good trial."""
     settings = TrainSettings(max_epochs=3, patience=3, device=torch.device("cpu"), seed=0)
     resources = Resources(small_digits, backbone, FrozenPrefixCache(backbone, small_digits, settings.device), settings)
     ctx = CTX.__class__(**{**CTX.__dict__, "device": "cpu", "train_size": 280})
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3))
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-    common = {"backbone_cut": "block5", "head_depth": 1, "head_width": 128, "head_batchnorm": True, "head_dropout": 0.0,
-              "opt_weight_decay": 1e-5, "batch_size": 32, "augment": "none", "unfreeze_blocks": 0, "opt_name": "adam"}
+    common = {
+        "backbone_cut": "block5",
+        "head_depth": 1,
+        "head_width": 128,
+        "head_batchnorm": True,
+        "head_dropout": 0.0,
+        "opt_weight_decay": 1e-5,
+        "batch_size": 32,
+        "augment": "none",
+        "unfreeze_blocks": 0,
+        "opt_name": "adam",
+    }
     study.enqueue_trial(common | {"opt_adam_lr": 3e-3})
     study.enqueue_trial(common | {"opt_adam_lr": 1e-5})
     study.enqueue_trial(common | {"opt_adam_lr": 5e-3})
