@@ -37,6 +37,7 @@ class StudyProgress:
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            speed_estimate_period=3600,  # trials take minutes: average over the run, not the last 30 s
         )
         self.task = self.progress.add_task(spec.name, total=spec.trials, completed=already_finished, best="-")
 

@@ -78,7 +78,6 @@ class _Network:
     ) -> None:
         cut = backbone.stage_index(config.cut) + 1
         self.frozen_stages = cut - min(config.unfreeze_blocks, cut)
-        self.backbone = backbone
         self.cache = cache
         self.device = settings.device
         self.augment = augmentation(config.augment)

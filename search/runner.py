@@ -27,6 +27,7 @@ from spaces import Space, get_space
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SPLIT_ATTR = "data_split"  # a system attribute: every worker needs it, the dashboard need not show it
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -78,13 +79,25 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _stored_study(storage: optuna.storages.BaseStorage, name: str) -> tuple[dict[str, Any] | None, int]:
-    """An existing study's attributes and trial count, or (None, 0) for a new name."""
+@dataclass(frozen=True)
+class _StoredStudy:
+    """What an existing study already holds: its attributes, its data split, its trial count."""
+
+    attrs: dict[str, Any]
+    split: str | None
+    trials: int
+
+
+def _stored_study(storage: optuna.storages.BaseStorage, name: str) -> _StoredStudy | None:
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
-        return None, 0
-    return dict(storage.get_study_user_attrs(study_id)), len(storage.get_all_trials(study_id, deepcopy=False))
+        return None
+    return _StoredStudy(
+        attrs=dict(storage.get_study_user_attrs(study_id)),
+        split=storage.get_study_system_attrs(study_id).get(SPLIT_ATTR),
+        trials=len(storage.get_all_trials(study_id, deepcopy=False)),
+    )
 
 
 def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> None:
@@ -122,13 +135,13 @@ def _data_record(data: Dataset) -> dict[str, Any]:
 
 def prepare(spec: StudySpec) -> PreparedStudy:
     """Open the study and build data, backbone and caches once for this process."""
-    storage = open_storage(spec.storage)
-    space = get_space(spec.space)
+    space = get_space(spec.space)  # cheap checks first: a typo must not create a database
     device = resolve_device(spec.device)
-    stored, trials_so_far = _stored_study(storage, spec.name)
     source = open_source(spec.data, root=spec.data_root)
     backbone = create_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
-    stored_size = (stored or {}).get("spec", {}).get("image_size")
+    storage = open_storage(spec.storage)
+    stored = _stored_study(storage, spec.name)
+    stored_size = stored.attrs.get("spec", {}).get("image_size") if stored else None
     image_size = (
         spec.image_size
         or stored_size
@@ -139,9 +152,9 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": backbone.weights})
     data = decode_source(source, image_size=image_size)
     if stored is not None:
-        _check_identity(spec, stored, data)
-    if stored and "data_split" in stored:
-        data = data.with_split(stored["data_split"])
+        _check_identity(spec, stored.attrs, data)
+    if stored is not None and stored.split is not None:
+        data = data.with_split(stored.split)
     else:
         data = replace(data, split=stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed))
     study = optuna.create_study(
@@ -149,12 +162,12 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         storage=storage,
         direction=spec.direction,
         # offset by the trials so far, so a resumed run does not replay the first run's suggestions
-        sampler=make_sampler(spec.sampler, spec.seed + trials_so_far),
+        sampler=make_sampler(spec.sampler, spec.seed + (stored.trials if stored else 0)),
         pruner=make_pruner(spec.pruner, spec.max_epochs),
         load_if_exists=True,
     )
-    if stored is None or "data_split" not in stored:
-        study.set_user_attr("data_split", data.encoded_split())
+    if stored is None or stored.split is None:
+        storage.set_study_system_attr(storage.get_study_id_from_name(spec.name), SPLIT_ATTR, data.encoded_split())
         study.set_user_attr("data", _data_record(data))
     study.set_user_attr("spec", spec.to_record())
     backbone.stages.to(device)

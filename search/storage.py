@@ -19,11 +19,12 @@ SQLITE_BUSY_TIMEOUT_S = 60  # several local processes may write one file; wait, 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open (creating where needed) the study database, with heartbeats and stale-trial retry."""
+    shown = mask_password(url)  # errors name the URL the user typed, never its password
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise UserError(
-            f"--storage '{mask_password(url)}' is not a database URL; e.g. sqlite:///studies/optuna.db or postgresql://user@host/db"
+            f"--storage '{shown}' is not a database URL; e.g. sqlite:///studies/optuna.db or postgresql://user@host/db"
         ) from None
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -49,4 +50,4 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         )
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot open storage {mask_password(url)}: {mask_password(first_line)}") from None
+        raise UserError(f"cannot open storage {shown}: {mask_password(first_line)}") from None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -35,6 +38,11 @@ def load(cwd: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'studies' / 'optuna.db'}")
 
 
+def stored_split(cwd: Path, study: optuna.Study) -> str:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{cwd / 'studies' / 'optuna.db'}")
+    return str(storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))["data_split"])
+
+
 def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
     first = run_cli(tmp_path, "--trials", "3", *FAST)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -55,18 +63,58 @@ def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
     assert all(t.value == min(t.intermediate_values.values()) for t in completed)
     attrs = study.user_attrs
     assert attrs["spec"]["image_size"] == 32 and attrs["spec"]["backbone"] == "efficientnet_lite0"
-    assert attrs["data"]["images"] == 1797 and len(attrs["data_split"]) == 1797
-    split_before = attrs["data_split"]
+    assert attrs["data"]["images"] == 1797
+    split_before = stored_split(tmp_path, study)
+    assert len(split_before) == 1797 and set(split_before) == {"t", "v", "s"}
 
     resumed = run_cli(tmp_path, "--trials", "5", *FAST)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = load(tmp_path, "finetune-digits-efficientnet_lite0")
     assert sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials) == 5
-    assert study.user_attrs["data_split"] == split_before
+    assert stored_split(tmp_path, study) == split_before
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5, "a resume explores, not replays"
 
     again = run_cli(tmp_path, "--trials", "5", *FAST)
     assert again.returncode == 0 and "already has 5 finished trials" in again.stdout
+    assert_dashboard_shows(tmp_path, "finetune-digits-efficientnet_lite0")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def assert_dashboard_shows(cwd: Path, name: str) -> None:
+    """The printed dashboard command, run for real: the study and each trial's intermediate values."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "optuna-dashboard"), "sqlite:///studies/optuna.db"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/studies"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                summaries = json.load(urllib.request.urlopen(base, timeout=5))["study_summaries"]
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        study_id = next(s["study_id"] for s in summaries if s["study_name"] == name)
+        detail = json.load(urllib.request.urlopen(f"{base}/{study_id}?after=0", timeout=30))
+        finished = [t for t in detail["trials"] if t["state"] in ("Complete", "Pruned")]
+        assert len(finished) == 5
+        assert all(t["intermediate_values"] for t in finished)
+        assert {"val_accuracy", "seconds"} <= {a["key"] for a in finished[0]["user_attrs"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_folder_data_runs(tmp_path: Path) -> None:
@@ -95,7 +143,7 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
         (["--storage", "not a url"], "is not a database URL"),
         (
             ["--storage", "postgresql://bob:secret@127.0.0.1:1/db"],
-            "cannot open storage postgresql+psycopg://bob:***@127.0.0.1:1/db",
+            "cannot open storage postgresql://bob:***@127.0.0.1:1/db: (psycopg.OperationalError) connection failed",
         ),
         (["--trials", "0"], "--trials must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
@@ -109,6 +157,32 @@ def test_bad_flags(
     out = capsys.readouterr().err
     assert message in out
     assert "secret" not in out
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"cats": 4, "dogs": 0}, "holds no images"),
+        ({"cats": 4}, "holds only one class ('cats')"),
+        ({"cats": 4, "dogs": 2}, "class 'dogs' has 2 training image(s)"),
+    ],
+)
+def test_bad_data_exits_2_and_creates_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    layout: dict[str, int],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, count in layout.items():
+        write_image_folder(tmp_path / "data", classes=(name,), per_class=count) if count else (
+            tmp_path / "data" / name
+        ).mkdir(parents=True)
+    assert main(["--data", str(tmp_path / "data"), "--trials", "1", *FAST]) == 2
+    assert message in capsys.readouterr().err
+    if "training image" not in message:
+        assert not (tmp_path / "studies").exists(), "a rejected input leaves nothing behind"
 
 
 def test_study_name_reused_with_other_data_is_refused(

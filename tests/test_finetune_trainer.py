@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from search.backbones import Backbone
@@ -102,3 +103,44 @@ def test_staged_unfreezing_keeps_the_trunk_still_during_head_only_epochs(
     trunk = {k.removeprefix("trunk.0."): v for k, v in first.best_state.items() if k.startswith("trunk.0.")}
     weights = [k for k in stage if k.endswith("weight")]
     assert all(torch.equal(stage[k], trunk[k]) for k in weights)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_trains_on_cuda_with_bfloat16_autocast(small_digits: Dataset) -> None:
+    from search.backbones import create_backbone
+
+    gpu_backbone = create_backbone("efficientnet_lite0")
+    gpu_backbone.stages.to("cuda")
+    settings = dataclasses.replace(SETTINGS, device=torch.device("cuda"))
+    config = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=2, backbone_lr_factor=0.3, augment="light")
+    result = train_finetune(config, small_digits, gpu_backbone, NullReporter(), settings)
+    assert result.status == "complete"
+    assert result.best is not None and result.best.val_accuracy > 0.6
+    assert isinstance(settings.autocast(), torch.autocast)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_cuda_out_of_memory_fails_the_trial_with_its_reason(digits: Dataset) -> None:
+    from search.backbones import create_backbone
+
+    gpu_backbone = create_backbone("efficientnet_lite0")
+    gpu_backbone.stages.to("cuda")
+    settings = dataclasses.replace(SETTINGS, device=torch.device("cuda"), max_epochs=1)
+    config = dataclasses.replace(HEAD_ONLY, cut="conv_head", unfreeze_blocks=9, batch_size=256, augment="light")
+    big = dataclasses.replace(
+        digits, images=torch.nn.functional.interpolate(digits.images.float(), size=448).to(torch.uint8)
+    )
+    torch.cuda.set_per_process_memory_fraction(0.02)  # ~1.6 GB of an 80 GB card: too little for this trial
+    try:
+        result = train_finetune(
+            config,
+            big,
+            gpu_backbone,
+            NullReporter(),
+            settings,
+            cache=FrozenPrefixCache(gpu_backbone, big, settings.device, budget_bytes=0),
+        )
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert result.status == "out_of_memory"
+    assert "CUDA out of memory" in result.reason
