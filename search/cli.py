@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
     _configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
     from search import runner  # heavy imports after argument errors have had their chance
 
     started = time.monotonic()

@@ -96,6 +96,8 @@ def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
     """The item as a CHW uint8 array, or the reason it could not be read."""
     try:
         with source.decode(index) as image:
+            if image.format == "JPEG":
+                image.draft(None, (size, size))  # decode big photos at a reduced scale, still >= size
             image.load()
             pixels = np.asarray(resize_square(to_rgb(image), size))
     except Exception as exc:
