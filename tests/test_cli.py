@@ -185,6 +185,29 @@ def test_bad_data_exits_2_and_creates_nothing(
         assert not (tmp_path / "studies").exists(), "a rejected input leaves nothing behind"
 
 
+def test_a_users_own_space_file_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linear_probe.py").write_text(
+        '''"""Only a linear probe on the last stage: how good are the frozen features?"""
+from search.configs import FinetuneConfig
+
+
+def suggest(trial, ctx):
+    return FinetuneConfig(
+        cut=ctx.cut_points[-1], head_width=64, head_depth=1, head_batchnorm=False, head_dropout=0.0,
+        weight_decay=0.0, optimizer="adam", lr=trial.suggest_float("lr", 1e-4, 1e-2, log=True), momentum=0.0,
+        batch_size=64, unfreeze_blocks=0, backbone_lr_factor=1.0, head_only_epochs=0, augment="none",
+    )
+'''
+    )
+    assert main(["--space", "linear_probe.py", "--trials", "2", *FAST]) == 0
+    study = optuna.load_study(
+        study_name="linear_probe-digits-efficientnet_lite0", storage="sqlite:///studies/optuna.db"
+    )
+    assert [set(t.params) for t in study.trials] == [{"lr"}, {"lr"}]
+    assert study.user_attrs["spec"]["space"] == "linear_probe.py"
+
+
 def test_study_name_reused_with_other_data_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["search", "spaces", "tests", "run_study.py"]
+TARGETS = ["search", "spaces", "tests", "bench", "run_study.py"]
 
 
 def test_ruff_lint_and_format() -> None:
