@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from search.augment import augment_batch, augmentation
+from search.augment import augmentation
 from search.backbones import Backbone
 from search.configs import FinetuneConfig
 from search.dataset import Dataset
@@ -96,9 +96,9 @@ class _Network:
         """What enters the trainable stages for these items."""
         if self.cached is not None and not (train and self.augment is not None):
             return self.cached[index.to(self.cached.device)]
-        images = self.images[index]
+        images = self.images[index].to(self.device, non_blocking=True)
         if train and self.augment is not None:
-            images = augment_batch(self.augment, images)
+            images = self.augment(images)
         return self.cache.run_prefix(images, self.frozen_stages)
 
     def forward(self, x: torch.Tensor, *, train_trunk: bool) -> torch.Tensor:
