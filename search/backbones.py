@@ -7,9 +7,7 @@ the cut. Each backbone declares its preprocessing (mean, std, default image size
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +15,12 @@ import torch
 from torch import nn
 
 from search.errors import UserError
+from search.network import network_timeout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_BACKBONE = "efficientnet_lite0"
 PRETRAINED_CHOICES = ("imagenet", "none")
-DOWNLOAD_TIMEOUT_S = 20  # an offline machine fails at once; a slow one should not hang a study
 
 
 @dataclass
@@ -132,28 +130,18 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], *, source
     model.load_state_dict({k: state[k] for k in trunk}, strict=False)
 
 
-@contextmanager
-def _network_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def torchvision_weights(
     model: nn.Module, weights_enum: object, *, name: str, pretrained: str, weights_file: Path | None
 ) -> str:
     """Fill a torchvision model from --weights, the torch hub cache, or a download; say which."""
-    ignore = "fc." if name.startswith("resnet") else "classifier.6."
+    ignore = "fc." if name.startswith("resnet") else "classifier."  # only the conv trunk is used
     if weights_file is not None:
         load_matching(model, read_state_dict(weights_file), source=f"--weights {weights_file}", ignore_prefix=ignore)
         return f"file:{weights_file}"
     if pretrained == "none":
         return "random"
     try:
-        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+        with network_timeout():
             state = weights_enum.get_state_dict(progress=False, check_hash=False)  # type: ignore[attr-defined]
     except Exception as exc:
         raise UserError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -15,11 +16,12 @@ from types import FrameType
 import optuna
 from rich.console import Console
 from rich.logging import RichHandler
+from sqlalchemy.exc import SQLAlchemyError
 
 from search.backbones import list_backbones
 from search.console import StudyProgress, dashboard_command, summary_table
-from search.errors import UserError
-from search.spec import PRUNERS, SAMPLERS, StudySpec
+from search.errors import StudyAborted, UserError
+from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec, mask_password
 from search.training import METRICS
 
 
@@ -81,32 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=defaults.device, help=DEVICES_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
     return parser
 
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
-    return StudySpec(
-        space=args.space,
-        trials=args.trials,
-        data=args.data,
-        data_root=args.data_root,
-        image_size=args.image_size,
-        backbone=args.backbone,
-        weights=args.weights,
-        pretrained=args.pretrained,
-        storage=args.storage,
-        study_name=args.study_name,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        metric=args.metric,
-        max_epochs=args.max_epochs,
-        patience=args.patience,
-        timeout=args.timeout,
-        seed=args.seed,
-        device=args.device,
-    )
+    """Every StudySpec field has a flag of the same name (extra is filled in by the runner)."""
+    return StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec) if f.name != "extra"})
 
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -121,7 +105,9 @@ def _configure_logging(console: Console, verbose: bool) -> None:
     )
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    # Each trial gets its own line (with a failed trial's reason); Optuna's own per-trial logs and
+    # failure tracebacks would repeat it, so they show only with --verbose.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -133,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
-    from search import runner  # heavy imports after argument errors have had their chance
+    from search import runner
 
     started = time.monotonic()
     study = None
@@ -155,13 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         with StudyProgress(console, spec, already) as progress:
             runner.run(prepared, callbacks=[progress])
-    except UserError as exc:
+    except (UserError, StudyAborted) as exc:
         errors.print(f"[red]error:[/] {exc}", highlight=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        saved = runner.finished_count(study) if study is not None else 0
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         errors.print(
-            f"[yellow]interrupted[/]: the running trial is marked failed; {saved} finished trials are saved. Run the same command to resume."
+            f"[red]error:[/] the study storage failed ({mask_password(reason)}); run the same command to resume",
+            highlight=False,
+        )
+        return 1
+    except KeyboardInterrupt:
+        if study is None:
+            errors.print("[yellow]interrupted[/] before the first trial; nothing was run")
+            return 130
+        errors.print(
+            f"[yellow]interrupted[/]: the running trial is marked failed; {runner.finished_count(study)} finished trials are saved. Run the same command to resume."
         )
         return 130
     console.print(summary_table(study, spec))

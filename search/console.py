@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from search.runner import finished_count
 from search.spec import StudySpec, mask_password
 
 KEY_PARAMS = ("backbone_cut", "unfreeze_blocks", "opt_name", "opt_sgd_lr", "opt_adam_lr", "batch_size", "augment")
@@ -61,7 +62,7 @@ class StudyProgress:
             highlight=False,
             soft_wrap=True,
         )
-        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        finished = finished_count(study)
         best = _best_or_none(study)
         best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
         self.progress.update(self.task, completed=min(finished, self.spec.trials), best=best_text)

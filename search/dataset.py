@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from search.errors import UserError
 from search.sources import TEST, TRAIN, UNASSIGNED, VAL, ImageSource
@@ -99,7 +99,8 @@ def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
             if image.format == "JPEG":
                 image.draft(None, (size, size))  # decode big photos at a reduced scale, still >= size
             image.load()
-            pixels = np.asarray(resize_square(to_rgb(image), size))
+            upright = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+            pixels = np.asarray(resize_square(to_rgb(upright), size))
     except Exception as exc:
         return f"{source.keys[index]}: {exc}"
     return pixels.transpose(2, 0, 1)
@@ -147,35 +148,35 @@ def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> 
     )
 
 
-def _carve(pool: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices taken from `pool`, `fraction` of each class (at least one), stratified."""
-    taken = []
-    for cls in np.unique(labels[pool]):
-        members = pool[labels[pool] == cls]
-        count = max(1, round(fraction * len(members)))
-        taken.append(rng.permutation(members)[:count])
-    return np.concatenate(taken)
-
-
 def stratified_split(labels: np.ndarray, given: np.ndarray, class_names: tuple[str, ...], *, seed: int) -> np.ndarray:
-    """TRAIN/VAL/TEST per item: the given split where there is one, val and test carved from the rest."""
+    """TRAIN/VAL/TEST per item: the given split where there is one, val and test carved from the rest.
+
+    Each carved part takes its fraction of each class's pool (at least one image), so every class
+    appears in every split and the fractions hold for the whole set.
+    """
     split = np.where(given == UNASSIGNED, TRAIN, given).astype(np.int8)
+    carve = [
+        (part, fraction) for part, fraction in ((VAL, VAL_FRACTION), (TEST, TEST_FRACTION)) if not (given == part).any()
+    ]
     pool = np.flatnonzero(split == TRAIN)
-    needed = 1 + int(not (given == VAL).any()) + int(not (given == TEST).any())
     counts = np.bincount(labels[pool], minlength=len(class_names))
+    needed = 1 + len(carve)
     short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
     if short:
         name, count = short[0]
+        parts = "/".join(["train", *("val" if part == VAL else "test" for part, _ in carve)])
         raise UserError(
             f"class '{name}' has {count} training image(s); each class needs at least {needed} "
-            "(for train, val and test): add images or remove the class"
+            f"(one each for {parts}): add images or remove the class"
         )
     rng = np.random.default_rng(seed)
-    for part, fraction in ((VAL, VAL_FRACTION), (TEST, TEST_FRACTION)):
-        if not (given == part).any():
-            carved = _carve(pool, labels, fraction, rng)
-            split[carved] = part
-            pool = np.setdiff1d(pool, carved)
+    for cls in range(len(class_names)):
+        members = rng.permutation(pool[labels[pool] == cls])
+        start = 0
+        for part, fraction in carve:
+            take = max(1, round(fraction * len(members)))
+            split[members[start : start + take]] = part
+            start += take
     return split
 
 

@@ -7,3 +7,9 @@ class UserError(Exception):
     """Bad input the user can fix; the CLI prints the message and exits with code 2."""
 
     exit_code = 2
+
+
+class StudyAborted(Exception):
+    """The study stopped itself because its trials cannot succeed; the CLI prints why and exits 1."""
+
+    exit_code = 1

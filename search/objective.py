@@ -91,14 +91,17 @@ def make_objective(
     """An Optuna objective: suggest a config, train it with the shared resources, report, return."""
 
     def objective(trial: optuna.Trial) -> float:
-        config = suggest(trial, ctx)
-        trainer = trainer_for(config)
-        settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
-        reporter = TrialReporter(trial, settings.metric)
         try:
+            config = suggest(trial, ctx)
+            trainer = trainer_for(config)
+            settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
+            reporter = TrialReporter(trial, settings.metric)
             result = trainer(config, resources.data, resources.backbone, reporter, settings, cache=resources.cache)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C or SIGTERM)")
+            raise
+        except (TrialFailed, UserError) as exc:  # a space or trainer that cannot go on says why
+            trial.set_user_attr("fail_reason", str(exc))
             raise
         record_result(trial, config, result)
         if result.status == "pruned":

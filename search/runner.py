@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,16 +14,14 @@ from optuna.trial import FrozenTrial, TrialState
 from search.backbones import create_backbone
 from search.configs import SpaceContext
 from search.dataset import Dataset, decode_source, stratified_split, typical_size
-from search.errors import UserError
+from search.errors import StudyAborted, UserError
 from search.objective import Resources, TrialFailed, make_objective
 from search.prefix_cache import FrozenPrefixCache
 from search.sources import class_counts, open_source
-from search.spec import IDENTITY_FIELDS, StudySpec, resolve_image_size
+from search.spec import IDENTITY_FIELDS, StudySpec, default_image_size
 from search.storage import open_storage
 from search.training import TrainSettings
 from spaces import Space, get_space
-
-log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SPLIT_ATTR = "data_split"  # a system attribute: every worker needs it, the dashboard need not show it
@@ -50,9 +47,12 @@ class PreparedStudy:
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {requested} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(requested)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {requested}: only {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0..)")
+    return device
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -100,8 +100,8 @@ def _stored_study(storage: optuna.storages.BaseStorage, name: str) -> _StoredStu
     )
 
 
-def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> None:
-    """Refuse to mix trials of another dataset or setup under one study name, saying what changed."""
+def _check_same_setup(spec: StudySpec, stored: dict[str, Any]) -> None:
+    """Refuse to mix trials of another space, backbone, image size or metric under one study name."""
     old = stored.get("spec", {})
     current = spec.to_record()
     for key in IDENTITY_FIELDS:
@@ -109,6 +109,10 @@ def _check_identity(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> N
             raise UserError(
                 f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}"
             )
+
+
+def _check_same_data(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> None:
+    """Refuse to mix trials of another dataset under one study name, saying what changed."""
     old_data = stored.get("data", {})
     if old_data and old_data.get("fingerprint") != data.fingerprint:
         change = f"{old_data.get('images')} images in {len(old_data.get('classes', []))} classes -> {len(data.labels)} images in {data.num_classes} classes"
@@ -145,14 +149,14 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     image_size = (
         spec.image_size
         or stored_size
-        or resolve_image_size(
-            None, native=typical_size(source), default=backbone.default_image_size, device=device.type
-        )
+        or default_image_size(native=typical_size(source), default=backbone.default_image_size, device=device.type)
     )
     spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": backbone.weights})
+    if stored is not None:
+        _check_same_setup(spec, stored.attrs)  # before decoding: a mismatch should not cost minutes
     data = decode_source(source, image_size=image_size)
     if stored is not None:
-        _check_identity(spec, stored.attrs, data)
+        _check_same_data(spec, stored.attrs, data)
     if stored is not None and stored.split is not None:
         data = data.with_split(stored.split)
     else:
@@ -166,8 +170,12 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         pruner=make_pruner(spec.pruner, spec.max_epochs),
         load_if_exists=True,
     )
-    if stored is None or stored.split is None:
-        storage.set_study_system_attr(storage.get_study_id_from_name(spec.name), SPLIT_ATTR, data.encoded_split())
+    study_id = storage.get_study_id_from_name(spec.name)
+    written = storage.get_study_system_attrs(study_id).get(SPLIT_ATTR)
+    if written is not None:  # another worker created the study a moment ago: use its split
+        data = data.with_split(written)
+    else:
+        storage.set_study_system_attr(study_id, SPLIT_ATTR, data.encoded_split())
         study.set_user_attr("data", _data_record(data))
     study.set_user_attr("spec", spec.to_record())
     backbone.stages.to(device)
@@ -194,34 +202,28 @@ class _StopAfterFailures:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_a_row = 0
+        self.reason: str | None = None  # set when it stopped the study
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
-            log.error(
-                "%d trials failed in a row (last: %s); stopping",
-                self.in_a_row,
-                trial.user_attrs.get("fail_reason", "see the log"),
-            )
+            last = trial.user_attrs.get("fail_reason", "run with -v for details")
+            self.reason = f"{self.in_a_row} trials failed in a row (last: {last})"
             study.stop()
 
 
-def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> int:
-    """Top the study up to `spec.trials` finished trials; returns how many this process ran."""
+def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> None:
+    """Top the study up to `spec.trials` finished trials; StudyAborted when trials keep failing."""
     spec, study = prepared.spec, prepared.study
-    remaining = spec.trials - finished_count(study)
-    if remaining <= 0:
-        return 0
+    if finished_count(study) >= spec.trials:
+        return
     objective = make_objective(prepared.space.suggest, prepared.context, prepared.resources)
-    before = len(study.trials)
+    guard = _StopAfterFailures(MAX_FAILURES_IN_A_ROW)
     study.optimize(  # no n_trials: failed trials do not count, MaxTrialsCallback stops at N finished
         objective,
         timeout=spec.timeout,
         catch=(TrialFailed,),
-        callbacks=[
-            MaxTrialsCallback(spec.trials, states=FINISHED),
-            _StopAfterFailures(MAX_FAILURES_IN_A_ROW),
-            *callbacks,
-        ],
+        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), guard, *callbacks],
     )
-    return len(study.trials) - before
+    if guard.reason is not None:
+        raise StudyAborted(f"{guard.reason}; fix the setup, then run the same command to resume")

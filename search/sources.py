@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from search.errors import UserError
+from search.network import network_timeout
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLIT_FOLDERS = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -91,6 +92,12 @@ def _folder_source(root: Path) -> ImageSource:
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subfolders if p.name.lower() in SPLIT_FOLDERS}
     if split_dirs and not any(s == TRAIN for s in split_dirs.values()):
         raise UserError(f"{root} has {', '.join(p.name for p in split_dirs)} but no train/ folder")
+    strays = [p.name for p in subfolders if p not in split_dirs]
+    if split_dirs and strays:
+        raise UserError(
+            f"{root} mixes split folders ({', '.join(p.name for p in split_dirs)}) with other folders "
+            f"({', '.join(strays)}); move class folders inside train/ (and val/, test/)"
+        )
     if split_dirs:
         train_dir = next(p for p, s in split_dirs.items() if s == TRAIN)
         class_names = tuple(p.name for p in _class_folders(train_dir))
@@ -159,7 +166,8 @@ def _torchvision_source(name: str, root: Path) -> ImageSource:
             parts.append(factory(str(root), train=train, download=False))
         except RuntimeError:
             try:
-                parts.append(factory(str(root), train=train, download=True))
+                with network_timeout():
+                    parts.append(factory(str(root), train=train, download=True))
             except Exception as exc:
                 raise UserError(
                     f"{name} is not under {root} and could not be downloaded ({type(exc).__name__}); "

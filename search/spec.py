@@ -12,9 +12,9 @@ from search.training import METRICS
 
 SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"  # the trainers use CUDA or the CPU; nothing else is tested
 # What a study is: reusing its name with another of these would mix incomparable trials.
-IDENTITY_FIELDS = ("space", "backbone", "pretrained", "weights", "image_size", "metric")
+IDENTITY_FIELDS = ("space", "backbone", "pretrained", "weights", "image_size", "metric", "max_epochs", "patience")
 CPU_IMAGE_SIZE_CAP = 128  # on CPU larger images make each trial minutes long; pass --image-size to override
 MIN_IMAGE_SIZE = 32  # every backbone here downsamples by 32
 
@@ -66,7 +66,7 @@ class StudySpec:
             problems.append(f"--metric must be one of {', '.join(METRICS)}, not '{self.metric}'")
         if self.timeout is not None and self.timeout <= 0:
             problems.append("--timeout must be a positive number of seconds")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
         if problems:
             raise UserError("; ".join(problems))
@@ -92,9 +92,7 @@ class StudySpec:
         return record
 
 
-def resolve_image_size(requested: int | None, *, native: int, default: int, device: str) -> int:
+def default_image_size(*, native: int, default: int, device: str) -> int:
     """The images' typical size rounded up to 32, within [64, backbone default]; capped on CPU."""
-    if requested is not None:
-        return requested
     size = min(default, max(64, -(-native // 32) * 32))
     return min(size, CPU_IMAGE_SIZE_CAP) if device == "cpu" else size

@@ -29,7 +29,13 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create {folder} for --storage {shown}: {exc.strerror}; pick a writable path"
+                ) from None
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() in ("", "psycopg2"):
@@ -48,6 +54,6 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             grace_period=GRACE_PERIOD_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         )
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
+    except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:  # RuntimeError: schema version
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot open storage {shown}: {mask_password(first_line)}") from None

@@ -34,7 +34,7 @@ def register_space(name: str) -> Callable[[Suggest], Suggest]:
     def add(suggest: Suggest) -> Suggest:
         if name in _REGISTRY:
             raise ValueError(f"search space '{name}' is already registered")
-        summary = (suggest.__doc__ or "").strip().splitlines()[0] if suggest.__doc__ else ""
+        summary = next(iter((suggest.__doc__ or "").strip().splitlines()), "")
         _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary)
         return suggest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from search.configs import AUGMENTATIONS, FinetuneConfig, SpaceContext
+from search.configs import AUGMENTATIONS, OPTIMIZERS, FinetuneConfig, SpaceContext
 from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
@@ -22,7 +22,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     head_dropout = trial.suggest_float("head_dropout", 0.0, 0.6)
     weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
 
-    optimizer = trial.suggest_categorical("opt_name", ["sgd", "adam", "adamw"])
+    optimizer = trial.suggest_categorical("opt_name", list(OPTIMIZERS))
     if optimizer == "sgd":
         lr = trial.suggest_float("opt_sgd_lr", 1e-3, 1e-1, log=True)  # SGD needs larger steps than Adam
         momentum = trial.suggest_float("opt_sgd_momentum", 0.8, 0.99)

@@ -147,12 +147,14 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
         ),
         (["--trials", "0"], "--trials must be at least 1"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--storage", "sqlite:///README/x.db"], "cannot create README for --storage sqlite:///README/x.db"),
     ],
 )
 def test_bad_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "README").write_text("a file where a folder is expected")
     assert main(["--trials", "1", *args]) == 2
     out = capsys.readouterr().err
     assert message in out
@@ -206,6 +208,24 @@ def suggest(trial, ctx):
     )
     assert [set(t.params) for t in study.trials] == [{"lr"}, {"lr"}]
     assert study.user_attrs["spec"]["space"] == "linear_probe.py"
+
+
+def test_trials_that_keep_failing_stop_the_study_with_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.py").write_text(
+        "from search.objective import TrialFailed\n"
+        "def suggest(trial, ctx):\n"
+        "    trial.suggest_int('width', 1, 4)\n"
+        "    raise TrialFailed('the GPU has no memory left')\n"
+    )
+    assert main(["--space", "broken.py", "--trials", "3", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "5 trials failed in a row (last: the GPU has no memory left)" in err
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name="broken-digits-efficientnet_lite0", storage="sqlite:///studies/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 5
 
 
 def test_study_name_reused_with_other_data_is_refused(
@@ -264,5 +284,8 @@ def test_ctrl_c_marks_the_running_trial_failed_and_resume_works(tmp_path: Path) 
     assert process.returncode == 130, output
     assert "interrupted" in output and "Run the same command to resume" in output
     study = load(tmp_path, "finetune-digits-efficientnet_lite0")
-    assert [t.state.name for t in study.trials] == ["FAIL"]
-    assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states, (states, output)
+    interrupted = study.trials[-1]
+    assert interrupted.state.name == "FAIL", (states, output)
+    assert "interrupted" in interrupted.user_attrs["fail_reason"]

@@ -50,11 +50,28 @@ def test_split_is_stratified_seeded_and_restorable(digits: Dataset) -> None:
         digits.labels.numpy(), np.full(len(digits.labels), -1, dtype=np.int8), digits.class_names, seed=1
     )
     assert not (other == digits.split).all()
+    fractions = np.bincount(digits.split, minlength=3) / len(digits.split)
+    assert np.allclose(fractions, [0.70, 0.15, 0.15], atol=0.01)
     for part in (TRAIN, VAL, TEST):
         per_class = np.bincount(digits.labels.numpy()[digits.split == part], minlength=10)
         assert per_class.min() > 0.6 * per_class.max()
     restored = digits.with_split(digits.encoded_split())
     assert (restored.split == digits.split).all()
+
+
+def test_exif_rotation_is_applied(tmp_path: Path) -> None:
+    """A photo stored sideways with an EXIF orientation tag is decoded upright."""
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = 255  # bright left half, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "photo.jpg", exif=exif)
+        Image.fromarray(pixels).save(tmp_path / name / "plain.png")
+    data = decode_source(open_source(str(tmp_path), root=Path("unused")), image_size=32)
+    upright = data.images[0].float().mean(dim=0)  # a/photo.jpg
+    assert upright[:8].mean() > 200 and upright[-8:].mean() < 50  # the bright half is now on top
 
 
 def test_fingerprint_changes_when_a_file_changes(image_folder: Path) -> None:
@@ -107,6 +124,7 @@ def _folder(tmp_path: Path, layout: dict[str, int]) -> Path:
         (lambda p: p, "no class sub-folders"),
         (lambda p: _folder(p, {"val/cats": 3, "val/dogs": 3}), "no train/ folder"),
         (lambda p: (p / "file.png").write_bytes(b"x") and p / "file.png", "is a file"),
+        (lambda p: _folder(p, {"train/cats": 3, "train/dogs": 3, "birds": 3}), "mixes split folders"),
     ],
 )
 def test_bad_folders_give_one_line_errors(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
