@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from pathlib import Path
 
 import optuna
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from search.errors import UserError
 from search.spec import mask_password
@@ -15,6 +17,7 @@ HEARTBEAT_INTERVAL_S = 60  # a live worker touches its running trial this often
 GRACE_PERIOD_S = 180  # a trial silent this long belongs to a dead worker and is retried
 MAX_RETRY = 2  # a trial that kills its worker three times is not worth a fourth try
 SQLITE_BUSY_TIMEOUT_S = 60  # several local processes may write one file; wait, do not fail
+SCHEMA_RACE_RETRIES = 3
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -46,14 +49,32 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             "pool_pre_ping": True,
             "connect_args": {"connect_timeout": 10},
         }
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-    except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:  # RuntimeError: schema version
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot open storage {shown}: {mask_password(first_line)}") from None
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=_retry_stale_trials(),
+            )
+        except OperationalError as exc:
+            # Two processes creating a fresh database's tables at once: the loser finds them made.
+            if "already exists" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
+                raise UserError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+            time.sleep(0.5 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:  # RuntimeError: schema version
+            raise UserError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+def _retry_stale_trials() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """A dead worker's trial is queued again with the same parameters (experimental since 2.8, stable in use)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return mask_password(text.splitlines()[0] if text else type(exc).__name__)

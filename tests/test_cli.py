@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -246,6 +248,18 @@ def test_study_name_reused_with_other_data_is_refused(
     assert "was run with image_size=32, not 64" in capsys.readouterr().err
 
 
+def first_trial_running(db: Path) -> bool:
+    """Read-only peek, so the test never races the worker creating the database's tables."""
+    if not db.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            rows = connection.execute("SELECT state FROM trials ORDER BY number LIMIT 1").fetchall()
+    except sqlite3.Error:
+        return False
+    return rows == [("RUNNING",)]
+
+
 def test_ctrl_c_marks_the_running_trial_failed_and_resume_works(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [
@@ -265,16 +279,8 @@ def test_ctrl_c_marks_the_running_trial_failed_and_resume_works(tmp_path: Path) 
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not first_trial_running(tmp_path / "studies" / "optuna.db"):
             time.sleep(1)
-            db = tmp_path / "studies" / "optuna.db"
-            if db.exists():
-                try:
-                    trials = load(tmp_path, "finetune-digits-efficientnet_lite0").trials
-                except KeyError:
-                    continue
-                if trials and trials[0].state == optuna.trial.TrialState.RUNNING:
-                    break
         time.sleep(2)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)
