@@ -51,13 +51,17 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         }
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=_retry_stale_trials(),
-            )
+            with warnings.catch_warnings():  # heartbeats and their retry are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY
+                    ),
+                )
         except OperationalError as exc:
             # Two processes creating a fresh database's tables at once: the loser finds them made.
             if "already exists" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
@@ -66,13 +70,6 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:  # RuntimeError: schema version
             raise UserError(f"cannot open storage {shown}: {_first_line(exc)}") from None
     raise AssertionError("unreachable")
-
-
-def _retry_stale_trials() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """A dead worker's trial is queued again with the same parameters (experimental since 2.8, stable in use)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
 def _first_line(exc: BaseException) -> str:
