@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 from sqlalchemy.exc import SQLAlchemyError
 
+from search import runner
 from search.backbones import list_backbones
 from search.console import StudyProgress, dashboard_command, summary_table
 from search.errors import StudyAborted, UserError
 from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec, mask_password
 from search.training import METRICS
+from spaces import list_spaces
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--space", default=defaults.space, help="search space name, or a .py file defining suggest(trial, ctx)"
+        "--space",
+        default=defaults.space,
+        help=f"one of {', '.join(list_spaces())}, or a .py file defining suggest(trial, ctx)",
     )
     parser.add_argument(
         "--trials",
@@ -119,8 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
-    from search import runner
-
     started = time.monotonic()
     study = None
     try:
