@@ -22,7 +22,8 @@ from search import runner
 from search.backbones import list_backbones
 from search.console import StudyProgress, dashboard_command, summary_table
 from search.errors import StudyAborted, UserError
-from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec, mask_password
+from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
+from search.storage import storage_error_line
 from search.training import METRICS
 from spaces import list_spaces
 
@@ -147,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[red]error:[/] {exc}", highlight=False)
         return exc.exit_code
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = storage_error_line(exc)
         errors.print(
-            f"[red]error:[/] the study storage failed ({mask_password(reason)}); run the same command to resume",
+            f"[red]error:[/] the study storage failed ({reason}); run the same command to resume",
             highlight=False,
         )
         return 1

@@ -170,13 +170,14 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         pruner=make_pruner(spec.pruner, spec.max_epochs),
         load_if_exists=True,
     )
-    study_id = storage.get_study_id_from_name(spec.name)
-    written = storage.get_study_system_attrs(study_id).get(SPLIT_ATTR)
-    if written is not None:  # another worker created the study a moment ago: use its split
-        data = data.with_split(written)
-    else:
-        storage.set_study_system_attr(study_id, SPLIT_ATTR, data.encoded_split())
-        study.set_user_attr("data", _data_record(data))
+    if stored is None or stored.split is None:  # this process made the split: record it, unless beaten
+        study_id = storage.get_study_id_from_name(spec.name)
+        written = storage.get_study_system_attrs(study_id).get(SPLIT_ATTR)
+        if written is not None:  # another worker created the study a moment ago: use its split
+            data = data.with_split(written)
+        else:
+            storage.set_study_system_attr(study_id, SPLIT_ATTR, data.encoded_split())
+            study.set_user_attr("data", _data_record(data))
     study.set_user_attr("spec", spec.to_record())
     backbone.stages.to(device)
     context = SpaceContext(

@@ -20,6 +20,12 @@ SQLITE_BUSY_TIMEOUT_S = 60  # several local processes may write one file; wait, 
 SCHEMA_RACE_RETRIES = 3
 
 
+def storage_error_line(exc: BaseException) -> str:
+    """A driver error's first line, password masked: enough to act on, never a page of SQL."""
+    text = str(exc).strip()
+    return mask_password(text.splitlines()[0] if text else type(exc).__name__)
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open (creating where needed) the study database, with heartbeats and stale-trial retry."""
     shown = mask_password(url)  # errors name the URL the user typed, never its password
@@ -65,13 +71,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         except OperationalError as exc:
             # Two processes creating a fresh database's tables at once: the loser finds them made.
             if "already exists" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
-                raise UserError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+                raise UserError(f"cannot open storage {shown}: {storage_error_line(exc)}") from None
             time.sleep(0.5 * (attempt + 1))
         except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as exc:  # RuntimeError: schema version
-            raise UserError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+            raise UserError(f"cannot open storage {shown}: {storage_error_line(exc)}") from None
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return mask_password(text.splitlines()[0] if text else type(exc).__name__)
