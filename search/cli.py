@@ -73,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--storage", default=defaults.storage, help="Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db"
     )
+    parser.add_argument(
+        "--artifact-dir",
+        type=Path,
+        default=defaults.artifact_dir,
+        help="where trial artifacts (curves, confusion matrices, checkpoints) are stored",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=defaults.cache_dir, help="where extracted backbone features are cached"
+    )
+    parser.add_argument(
+        "--from-trial",
+        default=None,
+        metavar="STUDY:NUMBER",
+        help="features space: tap the network fine-tuned by this finished finetune trial (same storage)",
+    )
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes to start on this study")
     parser.add_argument("--study-name", default=None, help="default: <space>-<data>-<backbone>")
     parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS)
     parser.add_argument("--pruner", default=defaults.pruner, choices=PRUNERS)

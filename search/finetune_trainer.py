@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -90,6 +91,7 @@ class _Network:
         if self.device.type == "cuda":
             self.trunk = self.trunk.to(memory_format=torch.channels_last)
         self.images, self.labels = data.images, data.labels.to(self.device)
+        self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
 
     def inputs(self, index: torch.Tensor, *, train: bool) -> torch.Tensor:
@@ -134,6 +136,7 @@ def train_finetune(
     history: list[EpochMetrics] = []
     best: EpochMetrics | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    best_probabilities: np.ndarray | None = None
     stale = 0
     for epoch in range(1, settings.max_epochs + 1):
         epoch_start = time.perf_counter()
@@ -142,7 +145,7 @@ def train_finetune(
             train_loss, train_acc = _train_epoch(
                 net, optimizer, train_index, config.batch_size, generator, train_trunk, amp
             )
-            val_loss, val_acc = _evaluate(net, val_index, amp)
+            val_loss, val_acc, val_probabilities = _evaluate(net, val_index, amp)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             return TrialResult.failed(
@@ -161,7 +164,7 @@ def train_finetune(
                 history,
             )
         if best is None or is_better(metrics, best, settings.metric):
-            best, stale = metrics, 0
+            best, stale, best_probabilities = metrics, 0, val_probabilities
             best_state = {
                 k: v.detach().clone()
                 for k, v in {**_prefixed(net.trunk, "trunk"), **_prefixed(net.head, "head")}.items()
@@ -178,10 +181,13 @@ def train_finetune(
                 total,
                 "pruned by the study's pruner",
                 best_state,
+                best_probabilities,
             )
         if stale >= settings.patience:
             break
-    return TrialResult("complete", best, history, time.perf_counter() - started, trainable, total, "", best_state)
+    return TrialResult(
+        "complete", best, history, time.perf_counter() - started, trainable, total, "", best_state, best_probabilities
+    )
 
 
 def _prefixed(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -219,14 +225,20 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def _evaluate(net: _Network, index: torch.Tensor, amp: torch.autocast | nullcontext[None]) -> tuple[float, float]:
+def _evaluate(
+    net: _Network, index: torch.Tensor, amp: torch.autocast | nullcontext[None]
+) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and class probabilities over `index`."""
     net.head.eval()
     net.trunk.eval()
     loss_sum, correct = 0.0, 0
+    probabilities = []
     for items in index.split(EVAL_BATCH):
         y = net.labels[items.to(net.labels.device)]
         with amp:
             logits = net.forward(net.inputs(items, train=False), train_trunk=False).float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    return loss_sum / max(len(index), 1), correct / max(len(index), 1)
+        probabilities.append(logits.softmax(1).cpu().numpy())
+    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, net.num_classes), np.float32)
+    return loss_sum / max(len(index), 1), correct / max(len(index), 1), stacked

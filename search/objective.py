@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 
 from search.backbones import Backbone
 from search.configs import FinetuneConfig, SpaceContext
@@ -28,6 +29,7 @@ class Resources:
     backbone: Backbone
     cache: FrozenPrefixCache
     settings: TrainSettings
+    artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
 
 
 class TrialFailed(Exception):

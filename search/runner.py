@@ -11,6 +11,7 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import open_artifact_store
 from search.backbones import create_backbone
 from search.configs import SpaceContext
 from search.dataset import Dataset, decode_source, stratified_split, typical_size
@@ -144,6 +145,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     source = open_source(spec.data, root=spec.data_root)
     backbone = create_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
     storage = open_storage(spec.storage)
+    artifact_store = open_artifact_store(spec.artifact_dir)
     stored = _stored_study(storage, spec.name)
     stored_size = stored.attrs.get("spec", {}).get("image_size") if stored else None
     image_size = (
@@ -192,7 +194,11 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric
     )
     resources = Resources(
-        data=data, backbone=backbone, cache=FrozenPrefixCache(backbone, data, device), settings=settings
+        data=data,
+        backbone=backbone,
+        cache=FrozenPrefixCache(backbone, data, device),
+        settings=settings,
+        artifact_store=artifact_store,
     )
     return PreparedStudy(spec=spec, study=study, space=space, context=context, resources=resources)
 

@@ -14,7 +14,17 @@ SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"  # the trainers use CUDA or the CPU; nothing else is tested
 # What a study is: reusing its name with another of these would mix incomparable trials.
-IDENTITY_FIELDS = ("space", "backbone", "pretrained", "weights", "image_size", "metric", "max_epochs", "patience")
+IDENTITY_FIELDS = (
+    "space",
+    "backbone",
+    "pretrained",
+    "weights",
+    "from_trial",
+    "image_size",
+    "metric",
+    "max_epochs",
+    "patience",
+)
 CPU_IMAGE_SIZE_CAP = 128  # on CPU larger images make each trial minutes long; pass --image-size to override
 MIN_IMAGE_SIZE = 32  # every backbone here downsamples by 32
 
@@ -37,6 +47,10 @@ class StudySpec:
     weights: Path | None = None
     pretrained: str = "imagenet"
     storage: str = "sqlite:///studies/optuna.db"
+    artifact_dir: Path = Path("studies/artifacts")  # Optuna's FileSystemArtifactStore: plots, checkpoints
+    cache_dir: Path = Path("studies/feature_cache")  # pooled backbone features, shared by studies and workers
+    from_trial: str | None = None  # STUDY:NUMBER, a finished finetune trial whose network the features tap
+    workers: int = 1  # worker processes this command starts on the study
     study_name: str | None = None
     sampler: str = "tpe"
     pruner: str = "median"
@@ -52,6 +66,8 @@ class StudySpec:
         problems = []
         if self.trials < 1:
             problems.append("--trials must be at least 1")
+        if self.workers < 1:
+            problems.append("--workers must be at least 1")
         if self.max_epochs < 1:
             problems.append("--max-epochs must be at least 1")
         if self.patience < 1:

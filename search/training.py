@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
 import torch
 
 METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_loss": "minimize", "val_accuracy": "maximize"}
@@ -75,6 +76,8 @@ class TrialResult:
     total_params: int = 0
     reason: str = ""
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # class probabilities of the best epoch for the validation items, in dataset order: [n_val, classes]
+    val_probabilities: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def failed(cls, status: str, reason: str, started: float, history: list[EpochMetrics] | None = None) -> TrialResult:
