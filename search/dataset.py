@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,18 +93,28 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
     return resized.crop((left, top, left + size, top + size))
 
 
+def decode_image(image: Image.Image, size: int) -> np.ndarray:
+    """An opened image as the study sees it: EXIF-upright RGB, shorter side to `size`, centre crop, CHW uint8."""
+    if image.format == "JPEG":
+        image.draft(None, (size, size))  # decode big photos at a reduced scale, still >= size
+    image.load()
+    upright = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+    return np.asarray(resize_square(to_rgb(upright), size)).transpose(2, 0, 1)
+
+
+def decode_image_file(path: Path, size: int) -> np.ndarray:
+    """An image file decoded exactly like a study's images, so a saved model sees what it trained on."""
+    with Image.open(path) as image:
+        return decode_image(image, size)
+
+
 def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
     """The item as a CHW uint8 array, or the reason it could not be read."""
     try:
         with source.decode(index) as image:
-            if image.format == "JPEG":
-                image.draft(None, (size, size))  # decode big photos at a reduced scale, still >= size
-            image.load()
-            upright = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-            pixels = np.asarray(resize_square(to_rgb(upright), size))
+            return decode_image(image, size)
     except Exception as exc:
         return f"{source.keys[index]}: {exc}"
-    return pixels.transpose(2, 0, 1)
 
 
 def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> Dataset:
