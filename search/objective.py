@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from search.artifacts import save_trial_artifacts
 from search.backbones import Backbone
 from search.configs import FinetuneConfig, SpaceContext
 from search.dataset import Dataset
@@ -106,6 +107,7 @@ def make_objective(
             trial.set_user_attr("fail_reason", str(exc))
             raise
         record_result(trial, config, result)
+        save_trial_artifacts(trial, result, resources.data, resources.artifact_store)
         if result.status == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
         if result.status == "diverged":
