@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from search import runner
 from search.backbones import list_backbones
-from search.console import StudyProgress, dashboard_command, summary_table
+from search.console import StudyProgress, closing_message, summary_table
 from search.errors import StudyAborted, UserError
 from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
 from search.storage import storage_error_line
@@ -179,10 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     console.print(summary_table(study, spec))
-    console.print(
-        f"finished in {time.monotonic() - started:.0f}s. Inspect it with:\n  {dashboard_command(spec.storage)}",
-        highlight=False,
-    )
+    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False)
     return 0
 
 

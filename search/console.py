@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from types import TracebackType
 
 import optuna
@@ -14,6 +16,7 @@ from search.runner import finished_count
 from search.spec import StudySpec, mask_password
 
 KEY_PARAMS = ("backbone_cut", "unfreeze_blocks", "opt_name", "opt_sgd_lr", "opt_adam_lr", "batch_size", "augment")
+DEFAULTS = StudySpec()
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
 
 
@@ -75,8 +78,40 @@ def _best_or_none(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def dashboard_command(storage: str) -> str:
-    return f"optuna-dashboard {mask_password(storage)}"
+def dashboard_command(storage: str, artifact_dir: Path = DEFAULTS.artifact_dir) -> str:
+    """The command that shows this storage's studies with their artifacts (password masked)."""
+    command = "python -m search dashboard"
+    if storage != DEFAULTS.storage:
+        command += f" --storage {shlex.quote(mask_password(storage))}"
+    if artifact_dir != DEFAULTS.artifact_dir:
+        command += f" --artifact-dir {shlex.quote(str(artifact_dir))}"
+    return command
+
+
+def report_command(spec: StudySpec) -> str:
+    command = f"python -m search report --study-name {shlex.quote(spec.name)}"
+    return command + (
+        f" --storage {shlex.quote(mask_password(spec.storage))}" if spec.storage != DEFAULTS.storage else ""
+    )
+
+
+def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str:
+    """What the run found on held-out data, and the commands to look closer."""
+    lines = [f"finished in {seconds:.0f}s."]
+    best = _best_or_none(study)
+    test = study.user_attrs.get("test_evaluation")
+    if best is not None and isinstance(test, dict) and test.get("trial") == best.number:
+        lines.append(
+            f"Best trial {best.number} on the {test['images']} held-out test images: "
+            f"accuracy {test['accuracy']:.2%}, macro F1 {test['macro_f1']:.3f}."
+        )
+    lines += [
+        "Inspect the trials (curves, confusion matrices) with:",
+        f"  {dashboard_command(spec.storage, spec.artifact_dir)}",
+        "Write a report with:",
+        f"  {report_command(spec)}",
+    ]
+    return "\n".join(lines)
 
 
 def summary_table(study: optuna.Study, spec: StudySpec, *, top: int = 5) -> Table:

@@ -48,7 +48,7 @@ def stored_split(cwd: Path, study: optuna.Study) -> str:
 def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
     first = run_cli(tmp_path, "--trials", "3", *FAST)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "optuna-dashboard sqlite:///studies/optuna.db" in first.stdout
+    assert "python -m search dashboard" in first.stdout
     assert "best trials of finetune-digits-efficientnet_lite0" in first.stdout
     study = load(tmp_path, "finetune-digits-efficientnet_lite0")
     finished = [

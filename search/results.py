@@ -1,0 +1,98 @@
+"""Reading a finished study back: the study, its best trials, its artifact store and its data.
+
+Used by the result commands (report, export, dashboard), which must never create what they read:
+a mistyped storage path or study name is an error that says what exists, not a new empty study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from search.dataset import Dataset, decode_source
+from search.errors import UserError
+from search.runner import SPLIT_ATTR
+from search.sources import open_source
+from search.spec import StudySpec, mask_password
+from search.storage import open_storage
+
+DEFAULT_STORAGE = StudySpec().storage
+DEFAULT_ARTIFACT_DIR = StudySpec().artifact_dir
+
+
+def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study database at `url`; a SQLite file that does not exist is refused, not created."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None  # open_storage says what a database URL looks like
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database)).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"no study database at {path} (--storage {mask_password(url)}); run run_study.py first or pass the --storage it used"
+            )
+    return open_storage(url)
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """A study that exists in the storage; an unknown name lists the names there."""
+    storage = open_existing_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = f"studies there: {', '.join(names)}" if names else "it holds no study yet"
+        raise UserError(f"no study '{name}' in {mask_password(url)}; {known}") from None
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials, best first in the study's direction."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: (t.value if maximize else -t.value) if t.value is not None else 0.0, reverse=True)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best completed trial; a study without one is a user-facing error, not a ValueError."""
+    done = completed_trials(study)
+    if not done:
+        counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+        held = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no trials"
+        raise UserError(
+            f"study '{study.study_name}' has no completed trial yet ({held}); run run_study.py on it until one completes"
+        )
+    return done[0]
+
+
+def artifact_store_for(study: optuna.Study, artifact_dir: Path | None) -> FileSystemArtifactStore:
+    """The given folder, else the one the study was run with; it must exist (reading creates nothing)."""
+    path = artifact_dir or Path(study.user_attrs.get("spec", {}).get("artifact_dir", DEFAULT_ARTIFACT_DIR))
+    if not path.is_dir():
+        raise UserError(
+            f"artifact folder {path} of study '{study.study_name}' does not exist; pass the --artifact-dir it was run with"
+        )
+    return FileSystemArtifactStore(str(path))
+
+
+def study_data(study: optuna.Study) -> Dataset:
+    """The study's images decoded and split exactly as its trials saw them; changed data is refused."""
+    spec = study.user_attrs.get("spec", {})
+    recorded = study.user_attrs.get("data", {})
+    if "image_size" not in spec or "fingerprint" not in recorded:
+        raise UserError(f"study '{study.study_name}' was not made by run_study.py (no spec or data attribute)")
+    source = open_source(spec["data"], root=Path(spec["data_root"]))
+    data = decode_source(source, image_size=int(spec["image_size"]))
+    if data.fingerprint != recorded["fingerprint"]:
+        raise UserError(
+            f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split cannot be rebuilt"
+        )
+    split = study._storage.get_study_system_attrs(study._study_id).get(SPLIT_ATTR)
+    if split is None:
+        raise UserError(f"study '{study.study_name}' has no stored data split")
+    return data.with_split(split)
