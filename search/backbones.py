@@ -7,8 +7,9 @@ the cut. Each backbone declares its preprocessing (mean, std, default image size
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +35,25 @@ class Backbone:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     default_image_size: int = 224
+    # Layers the features space may tap, in forward order: layer name -> node of `tap_model()`
+    # (torchvision feature-extraction names). Default: every stage's output.
+    taps: dict[str, str] = field(default_factory=dict)
+    tail: nn.Sequential | None = None  # modules after the last stage that some taps need (VGG's fc1, fc2)
+
+    def __post_init__(self) -> None:
+        if not self.taps:
+            self.taps = {name: name for name in self.stages}
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        return tuple(self.taps)
+
+    def tap_model(self) -> nn.Sequential:
+        """Stages then tail as one module whose node names `taps` refers to (shared, not copied)."""
+        parts: OrderedDict[str, nn.Module] = OrderedDict(self.stages.items())
+        if self.tail is not None:
+            parts["tail"] = self.tail
+        return nn.Sequential(parts)
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -94,10 +114,15 @@ def create_backbone(name: str, *, pretrained: str = "imagenet", weights_file: Pa
     if weights_file is not None and not weights_file.is_file():
         raise UserError(f"--weights {weights_file} is not a file; pass a saved state dict (.pth)")
     backbone = _REGISTRY[name](pretrained, weights_file)
-    backbone.stages.eval()
-    for parameter in backbone.stages.parameters():
-        parameter.requires_grad_(False)
+    freeze(backbone.tap_model())
     return backbone
+
+
+def freeze(module: nn.Module) -> None:
+    """Evaluation mode and no gradients: shared backbone parts are never trained in place."""
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -134,7 +159,7 @@ def torchvision_weights(
     model: nn.Module, weights_enum: object, *, name: str, pretrained: str, weights_file: Path | None
 ) -> str:
     """Fill a torchvision model from --weights, the torch hub cache, or a download; say which."""
-    ignore = "fc." if name.startswith("resnet") else "classifier."  # only the conv trunk is used
+    ignore = "fc." if name.startswith("resnet") else "classifier.6"  # the ImageNet classifier is never used
     if weights_file is not None:
         load_matching(model, read_state_dict(weights_file), source=f"--weights {weights_file}", ignore_prefix=ignore)
         return f"file:{weights_file}"
@@ -199,11 +224,26 @@ def vgg16(pretrained: str, weights_file: Path | None) -> Backbone:
     layers = list(model.features)
     pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
     stages = nn.ModuleDict()
+    taps: dict[str, str] = {}
     start = 0
     for block, end in enumerate(pools, start=1):
         stages[f"block{block}_pool"] = nn.Sequential(*layers[start : end + 1])
+        relus = [i for i, layer in enumerate(layers[start:end]) if isinstance(layer, nn.ReLU)]
+        for conv, index in enumerate(relus, start=1):  # Keras' blockN_convM includes its ReLU
+            taps[f"block{block}_conv{conv}"] = f"block{block}_pool.{index}"
         start = end + 1
-    return Backbone(name="vgg16", stages=stages, cut_points=tuple(stages.keys()), weights=weights)
+    # fc1, fc2 as in Keras: avgpool (7x7 whatever the input size), flatten, Linear+ReLU twice.
+    classifier = list(model.classifier)
+    tail = nn.Sequential(
+        OrderedDict(
+            avgpool=model.avgpool,
+            flatten=nn.Flatten(),
+            fc1=nn.Sequential(classifier[0], classifier[1]),
+            fc2=nn.Sequential(classifier[3], classifier[4]),
+        )
+    )
+    taps |= {"fc1": "tail.fc1", "fc2": "tail.fc2"}
+    return Backbone(name="vgg16", stages=stages, cut_points=tuple(stages.keys()), weights=weights, taps=taps, tail=tail)
 
 
 def _resnet(name: str, pretrained: str, weights_file: Path | None) -> Backbone:

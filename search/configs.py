@@ -11,6 +11,10 @@ from search.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "light", "strong")
+POOLINGS = ("avg", "max", "both")
+CLASSIFIERS = ("rf", "svm", "logreg")
+SVM_KERNELS = ("rbf", "linear", "poly")
+RF_MAX_FEATURES = ("sqrt", "log2", "0.2")
 
 ConfigT = TypeVar("ConfigT")
 
@@ -25,6 +29,7 @@ class SpaceContext:
     num_classes: int
     train_size: int
     device: str  # "cpu" or "cuda": spaces may keep CPU trials cheaper
+    feature_layers: tuple[str, ...] = ()  # layers the features space may tap, in forward order
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,54 @@ class FinetuneConfig:
             raise UserError(f"finetune config has out-of-range {', '.join(bad)}: {self}")
 
 
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """One feature-extraction trial: which pooled layers, their normalisation, PCA, and a classical classifier.
+
+    Classifier parameters of the other branches keep their defaults and are ignored.
+    """
+
+    layers: tuple[str, ...]
+    pooling: tuple[str, ...]  # per layer: avg, max or both (concatenated)
+    l2_normalize: tuple[bool, ...]  # per layer: scale each image's vector of that layer to unit length
+    pca_dims: int  # 0: no PCA
+    classifier: str  # rf, svm or logreg
+    rf_n_estimators: int = 100
+    rf_min_samples_leaf: int = 1
+    rf_max_features: str = "sqrt"
+    rf_balanced: bool = False  # class_weight="balanced"
+    svm_c: float = 1.0
+    svm_kernel: str = "rbf"
+    svm_gamma: float = 0.0  # 0: scikit-learn's "scale"
+    logreg_c: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            problems.append("layers must be a non-empty list of distinct layer names")
+        if len(self.pooling) != len(self.layers) or len(self.l2_normalize) != len(self.layers):
+            problems.append("pooling and l2_normalize need one entry per layer")
+        if any(p not in POOLINGS for p in self.pooling):
+            problems.append(f"pooling entries must be one of {', '.join(POOLINGS)}")
+        if self.classifier not in CLASSIFIERS:
+            problems.append(f"classifier must be one of {', '.join(CLASSIFIERS)}, not '{self.classifier}'")
+        if self.svm_kernel not in SVM_KERNELS:
+            problems.append(f"svm_kernel must be one of {', '.join(SVM_KERNELS)}")
+        if self.rf_max_features not in RF_MAX_FEATURES:
+            problems.append(f"rf_max_features must be one of {', '.join(RF_MAX_FEATURES)}")
+        ranges = {
+            "pca_dims": self.pca_dims >= 0,
+            "rf_n_estimators": self.rf_n_estimators >= 1,
+            "rf_min_samples_leaf": self.rf_min_samples_leaf >= 1,
+            "svm_c": self.svm_c > 0.0,
+            "svm_gamma": self.svm_gamma >= 0.0,
+            "logreg_c": self.logreg_c > 0.0,
+        }
+        problems += [f"{name} is out of range" for name, ok in ranges.items() if not ok]
+        if problems:
+            raise UserError(f"features config: {'; '.join(problems)}")
+
+
 def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     """Build a config from a mapping; unknown keys and wrong types are errors that name them."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -77,9 +130,17 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     missing = sorted(set(fields) - set(values))
     if missing:
         raise UserError(f"{cls.__name__} is missing {missing}")
-    hints: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    hints: dict[str, type | tuple[type, ...]] = {
+        "int": int,
+        "float": (int, float),
+        "bool": bool,
+        "str": str,
+        "tuple[str, ...]": (tuple, list),
+        "tuple[bool, ...]": (tuple, list),
+    }
     for name, value in values.items():
         expected = hints.get(str(fields[name].type))
         if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
             raise UserError(f"{cls.__name__}.{name} must be {fields[name].type}, got {value!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # JSON stores tuples as lists
     return cls(**values)

@@ -8,6 +8,7 @@ is stored on the study so that a resumed run or another worker trains on exactly
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from search.sources import TEST, TRAIN, UNASSIGNED, VAL, ImageSource
 
 log = logging.getLogger(__name__)
 
+SPLIT_ATTR = "data_split"  # study system attribute holding the split: every worker needs it, the dashboard need not
 SPLIT_CODES = "tvs"  # train, val, test: one character per item in the stored split
 VAL_FRACTION = 0.15  # enough validation images to rank trials, most left to train on
 TEST_FRACTION = 0.15  # held out for the best configuration only
@@ -47,8 +49,15 @@ class Dataset:
     def image_size(self) -> int:
         return int(self.images.shape[-1])
 
+    @property
+    def has_images(self) -> bool:
+        """False for a features study, whose images are streamed into the feature cache, never held."""
+        return len(self.images) == len(self.labels)
+
     def part(self, which: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels of one split (TRAIN, VAL or TEST)."""
+        if not self.has_images:
+            raise UserError(f"the images of {self.name} are not held in memory (a features study)")
         index = torch.from_numpy(np.flatnonzero(self.split == which))
         return self.images[index], self.labels[index]
 
@@ -117,29 +126,36 @@ def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
         return f"{source.keys[index]}: {exc}"
 
 
-def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> Dataset:
-    """Decode every image once; skip unreadable ones with a warning, refuse a mostly unreadable set."""
-    needed = len(source) * 3 * image_size * image_size
-    if needed > MEMORY_BUDGET_BYTES:
-        raise UserError(
-            f"{len(source)} images at {image_size}px need {needed / 2**30:.1f} GiB in memory; "
-            "pass a smaller --image-size"
-        )
-    if source.ignored_files:
-        log.warning(
-            "ignored %d files that are not images (e.g. %s)", len(source.ignored_files), source.ignored_files[0]
-        )
+def decoded_batches(
+    source: ImageSource, *, image_size: int, batch_size: int = 256, threads: int = 4
+) -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
+    """Decode the items in order, a batch at a time: (indices of the readable ones, their images, reasons for the rest).
+
+    Only one batch is in memory at once, so a features study can stream a folder of any size.
+    """
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        decoded = list(pool.map(lambda i: _decode(source, i, image_size), range(len(source))))
-    bad = [d for d in decoded if isinstance(d, str)]
-    if len(bad) > MAX_BAD_FRACTION * len(decoded):
+        for start in range(0, len(source), batch_size):
+            indices = range(start, min(start + batch_size, len(source)))
+            decoded = list(pool.map(lambda i: _decode(source, i, image_size), indices))
+            good = [i for i, d in zip(indices, decoded, strict=True) if not isinstance(d, str)]
+            arrays = [d for d in decoded if not isinstance(d, str)]
+            images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, image_size, image_size)
+            yield np.asarray(good, dtype=np.int64), images.to(torch.uint8), [d for d in decoded if isinstance(d, str)]
+
+
+def check_readable(source: ImageSource, readable: int, bad: list[str]) -> None:
+    """Warn about skipped files; refuse a set that is mostly unreadable (the wrong folder, not a few files)."""
+    total = readable + len(bad)
+    if len(bad) > MAX_BAD_FRACTION * total:
         raise UserError(
-            f"{len(bad)} of {len(decoded)} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them"
+            f"{len(bad)} of {total} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them"
         )
     if bad:
-        log.warning("skipped %d unreadable images of %d (e.g. %s)", len(bad), len(decoded), bad[0])
-    good = np.asarray([not isinstance(d, str) for d in decoded])
-    images = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
+        log.warning("skipped %d unreadable images of %d (e.g. %s)", len(bad), total, bad[0])
+
+
+def dataset_of(source: ImageSource, good: np.ndarray, images: torch.Tensor | None, *, image_size: int) -> Dataset:
+    """The Dataset of the readable items (`good`: a mask over the source); images None: not held in memory."""
     kept = replace(
         source,
         keys=tuple(k for k, ok in zip(source.keys, good, strict=True) if ok),
@@ -152,11 +168,37 @@ def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> 
     return Dataset(
         name=source.name,
         class_names=source.class_names,
-        images=images,
+        images=images if images is not None else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
         labels=torch.from_numpy(kept.labels),
         split=kept.given_split.copy(),
         fingerprint=kept.fingerprint(),
     )
+
+
+def warn_ignored(source: ImageSource) -> None:
+    if source.ignored_files:
+        log.warning(
+            "ignored %d files that are not images (e.g. %s)", len(source.ignored_files), source.ignored_files[0]
+        )
+
+
+def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> Dataset:
+    """Decode every image once into memory; skip unreadable ones with a warning."""
+    needed = len(source) * 3 * image_size * image_size
+    if needed > MEMORY_BUDGET_BYTES:
+        raise UserError(
+            f"{len(source)} images at {image_size}px need {needed / 2**30:.1f} GiB in memory; "
+            "pass a smaller --image-size (or use --space features, which streams them)"
+        )
+    warn_ignored(source)
+    good = np.zeros(len(source), dtype=bool)
+    chunks, bad = [], []
+    for indices, images, reasons in decoded_batches(source, image_size=image_size, threads=threads):
+        good[indices] = True
+        chunks.append(images)
+        bad += reasons
+    check_readable(source, int(good.sum()), bad)
+    return dataset_of(source, good, torch.cat(chunks), image_size=image_size)
 
 
 def stratified_split(labels: np.ndarray, given: np.ndarray, class_names: tuple[str, ...], *, seed: int) -> np.ndarray:

@@ -11,15 +11,14 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.artifacts import save_trial_artifacts
 from search.backbones import Backbone
-from search.configs import FinetuneConfig, SpaceContext
+from search.checkpoints import save_if_best
+from search.configs import FeaturesConfig, FinetuneConfig, SpaceContext
 from search.dataset import Dataset
 from search.errors import UserError
+from search.features_trainer import LayerFeatures, train_features
 from search.finetune_trainer import train_finetune
 from search.prefix_cache import FrozenPrefixCache
-from search.training import EpochMetrics, TrainSettings, TrialResult
-
-Trainer = Callable[..., TrialResult]
-TRAINERS: dict[type, Trainer] = {FinetuneConfig: train_finetune}
+from search.training import EpochMetrics, Reporter, TrainSettings, TrialResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +27,28 @@ class Resources:
 
     data: Dataset
     backbone: Backbone
-    cache: FrozenPrefixCache
     settings: TrainSettings
+    cache: FrozenPrefixCache | None = None  # finetune studies: frozen-prefix activations
+    features: LayerFeatures | None = None  # features studies: pooled layers from the on-disk feature cache
     artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
+
+
+def _run_finetune(config: FinetuneConfig, res: Resources, reporter: Reporter, settings: TrainSettings) -> TrialResult:
+    if not res.data.has_images:
+        raise UserError("the space returned a FinetuneConfig in a features study; use --space finetune")
+    return train_finetune(config, res.data, res.backbone, reporter, settings, cache=res.cache)
+
+
+def _run_features(config: FeaturesConfig, res: Resources, reporter: Reporter, settings: TrainSettings) -> TrialResult:
+    if res.features is None:
+        raise UserError(
+            "the space returned a FeaturesConfig, but the study was prepared for fine-tuning; a space file needs KIND = 'features'"
+        )
+    return train_features(config, res.data, res.features, reporter, settings)
+
+
+Trainer = Callable[[Any, Resources, Reporter, TrainSettings], TrialResult]
+TRAINERS: dict[type, Trainer] = {FinetuneConfig: _run_finetune, FeaturesConfig: _run_features}
 
 
 class TrialFailed(Exception):
@@ -99,7 +117,7 @@ def make_objective(
             trainer = trainer_for(config)
             settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
             reporter = TrialReporter(trial, settings.metric)
-            result = trainer(config, resources.data, resources.backbone, reporter, settings, cache=resources.cache)
+            result = trainer(config, resources, reporter, settings)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C or SIGTERM)")
             raise
@@ -108,6 +126,8 @@ def make_objective(
             raise
         record_result(trial, config, result)
         save_trial_artifacts(trial, result, resources.data, resources.artifact_store)
+        if result.status == "complete" and resources.artifact_store is not None:
+            save_if_best(trial, config, result, resources.artifact_store, metric=settings.metric)
         if result.status == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
         if result.status == "diverged":

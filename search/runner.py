@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import open_artifact_store
-from search.backbones import create_backbone
+from search.backbones import Backbone, create_backbone
 from search.configs import SpaceContext
-from search.dataset import Dataset, decode_source, stratified_split, typical_size
+from search.dataset import (
+    SPLIT_ATTR,
+    Dataset,
+    check_readable,
+    dataset_of,
+    decode_source,
+    decoded_batches,
+    stratified_split,
+    typical_size,
+    warn_ignored,
+)
 from search.errors import StudyAborted, UserError
+from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.objective import Resources, TrialFailed, make_objective
 from search.prefix_cache import FrozenPrefixCache
-from search.sources import class_counts, open_source
+from search.sources import ImageSource, class_counts, open_source
 from search.spec import IDENTITY_FIELDS, StudySpec, default_image_size
 from search.storage import open_storage
+from search.trained_model import FineTunedSource, fine_tuned_source
 from search.training import TrainSettings
+from search.workers import StopWhenCovered, rounds, tagged, worker_seed
 from spaces import Space, get_space
 
+log = logging.getLogger(__name__)
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SPLIT_ATTR = "data_split"  # a system attribute: every worker needs it, the dashboard need not show it
+EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -138,6 +154,45 @@ def _data_record(data: Dataset) -> dict[str, Any]:
     }
 
 
+def _fine_tuned_source(
+    spec: StudySpec, space: Space, storage: optuna.storages.BaseStorage, store: Any, backbone: Backbone
+) -> FineTunedSource | None:
+    """The finetune trial named by --from-trial, checked against this study's backbone and space."""
+    if spec.from_trial is None:
+        return None
+    if space.kind != "features":
+        raise UserError("--from-trial taps a fine-tuned network for --space features; drop it for other spaces")
+    tuned = fine_tuned_source(spec.from_trial, storage, store, backbone=backbone)
+    if tuned.spec.get("backbone") != backbone.name:
+        raise UserError(
+            f"trial {spec.from_trial} fine-tuned {tuned.spec.get('backbone')}; add --backbone {tuned.spec.get('backbone')}"
+        )
+    return tuned
+
+
+def _stream_features(
+    spec: StudySpec, source: ImageSource, extractor: FeatureExtractor, weights: str
+) -> tuple[Dataset, FeatureCache]:
+    """Fill (or reuse) the on-disk feature cache by streaming the images; the dataset keeps labels only."""
+    assert spec.image_size is not None
+    key = FeatureKey(spec.backbone, weights, spec.image_size, source.fingerprint(), len(source))
+    cache = FeatureCache(spec.cache_dir, key, extractor)
+    warn_ignored(source)
+    bad: list[str] = []
+
+    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
+        for indices, images, reasons in decoded_batches(source, image_size=key.image_size, batch_size=EXTRACT_BATCH):
+            bad.extend(reasons)
+            yield indices, images, reasons
+
+    good = cache.ensure(batches)
+    if cache.extractions:
+        check_readable(source, int(good.sum()), bad)
+    elif not good.all():
+        log.warning("skipping %d images that could not be read when their features were cached", int((~good).sum()))
+    return dataset_of(source, good, None, image_size=key.image_size), cache
+
+
 def prepare(spec: StudySpec) -> PreparedStudy:
     """Open the study and build data, backbone and caches once for this process."""
     space = get_space(spec.space)  # cheap checks first: a typo must not create a database
@@ -147,28 +202,41 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     storage = open_storage(spec.storage)
     artifact_store = open_artifact_store(spec.artifact_dir)
     stored = _stored_study(storage, spec.name)
+    tuned = _fine_tuned_source(spec, space, storage, artifact_store, backbone)
     stored_size = stored.attrs.get("spec", {}).get("image_size") if stored else None
     image_size = (
         spec.image_size
         or stored_size
+        or (tuned.spec["image_size"] if tuned else None)  # the size the tapped network was trained at
         or default_image_size(native=typical_size(source), default=backbone.default_image_size, device=device.type)
     )
-    spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": backbone.weights})
+    weights = tuned.weights_id if tuned else backbone.weights
+    spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": weights})
     if stored is not None:
         _check_same_setup(spec, stored.attrs)  # before decoding: a mismatch should not cost minutes
-    data = decode_source(source, image_size=image_size)
+    features: FeatureCache | None = None
+    if space.kind == "features":
+        tap_model, taps = tuned.tap_model() if tuned else (backbone.tap_model(), backbone.taps)
+        extractor = FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=device)
+        data, features = _stream_features(spec, source, extractor, weights)
+    else:
+        data = decode_source(source, image_size=image_size)
     if stored is not None:
         _check_same_data(spec, stored.attrs, data)
+    if tuned is not None:
+        _check_same_data(spec, {"data": tuned.data}, data)  # the tapped network must not have seen our val/test
     if stored is not None and stored.split is not None:
         data = data.with_split(stored.split)
+    elif tuned is not None:
+        data = data.with_split(tuned.split)
     else:
         data = replace(data, split=stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed))
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
         direction=spec.direction,
-        # offset by the trials so far, so a resumed run does not replay the first run's suggestions
-        sampler=make_sampler(spec.sampler, spec.seed + (stored.trials if stored else 0)),
+        # offset by the trials so far and the worker's index, so no resume or worker replays another's draws
+        sampler=make_sampler(spec.sampler, worker_seed(spec.seed, stored.trials if stored else 0)),
         pruner=make_pruner(spec.pruner, spec.max_epochs),
         load_if_exists=True,
     )
@@ -189,6 +257,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         num_classes=data.num_classes,
         train_size=data.split_counts()["train"],
         device=device.type,
+        feature_layers=features.extractor.layers if features else (),
     )
     settings = TrainSettings(
         max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric
@@ -196,8 +265,9 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     resources = Resources(
         data=data,
         backbone=backbone,
-        cache=FrozenPrefixCache(backbone, data, device),
         settings=settings,
+        cache=FrozenPrefixCache(backbone, data, device) if features is None else None,
+        features=features.layer if features is not None else None,
         artifact_store=artifact_store,
     )
     return PreparedStudy(spec=spec, study=study, space=space, context=context, resources=resources)
@@ -220,17 +290,19 @@ class _StopAfterFailures:
 
 
 def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> None:
-    """Top the study up to `spec.trials` finished trials; StudyAborted when trials keep failing."""
+    """Top the study up to `spec.trials` finished trials, shared with any other workers on it.
+
+    StudyAborted when trials keep failing.
+    """
     spec, study = prepared.spec, prepared.study
-    if finished_count(study) >= spec.trials:
-        return
-    objective = make_objective(prepared.space.suggest, prepared.context, prepared.resources)
+    objective = tagged(make_objective(prepared.space.suggest, prepared.context, prepared.resources))
     guard = _StopAfterFailures(MAX_FAILURES_IN_A_ROW)
-    study.optimize(  # no n_trials: failed trials do not count, MaxTrialsCallback stops at N finished
-        objective,
-        timeout=spec.timeout,
-        catch=(TrialFailed,),
-        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), guard, *callbacks],
-    )
-    if guard.reason is not None:
-        raise StudyAborted(f"{guard.reason}; fix the setup, then run the same command to resume")
+    for time_left in rounds(study, spec.trials, timeout=spec.timeout):  # returns at once if the study is done
+        study.optimize(  # no n_trials: failed trials do not count; StopWhenCovered counts the whole study
+            objective,
+            timeout=time_left,
+            catch=(TrialFailed,),
+            callbacks=[StopWhenCovered(spec.trials), guard, *callbacks],
+        )
+        if guard.reason is not None:
+            raise StudyAborted(f"{guard.reason}; fix the setup, then run the same command to resume")

@@ -78,6 +78,7 @@ class TrialResult:
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     # class probabilities of the best epoch for the validation items, in dataset order: [n_val, classes]
     val_probabilities: np.ndarray | None = field(default=None, repr=False)
+    estimator: object | None = field(default=None, repr=False)  # a fitted scikit-learn pipeline (features space)
 
     @classmethod
     def failed(cls, status: str, reason: str, started: float, history: list[EpochMetrics] | None = None) -> TrialResult:

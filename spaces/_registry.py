@@ -23,19 +23,25 @@ class Space:
     name: str
     suggest: Suggest
     summary: str
+    kind: str = "finetune"  # what the runner prepares: "finetune" (decoded images) or "features" (a feature cache)
 
 
 _REGISTRY: dict[str, Space] = {}
 
 
-def register_space(name: str) -> Callable[[Suggest], Suggest]:
+KINDS = ("finetune", "features")
+
+
+def register_space(name: str, *, kind: str = "finetune") -> Callable[[Suggest], Suggest]:
     """Register `suggest` under `name`; registering a name twice is an error."""
+    if kind not in KINDS:
+        raise ValueError(f"space kind must be one of {KINDS}, not {kind!r}")
 
     def add(suggest: Suggest) -> Suggest:
         if name in _REGISTRY:
             raise ValueError(f"search space '{name}' is already registered")
         summary = next(iter((suggest.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary)
+        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind)
         return suggest
 
     return add
@@ -69,5 +75,10 @@ def _space_from_file(path: Path) -> Space:
         raise UserError(f"space file {path} failed to import: {type(exc).__name__}: {exc}") from None
     suggest = getattr(module, "suggest", None)
     if not callable(suggest):
-        raise UserError(f"space file {path} must define suggest(trial, ctx) returning a config")
-    return Space(name=str(path), suggest=suggest, summary=(module.__doc__ or "").strip())
+        raise UserError(
+            f"space file {path} must define suggest(trial, ctx) returning a config (and KIND = 'features' for a FeaturesConfig)"
+        )
+    kind = getattr(module, "KIND", "finetune")
+    if kind not in KINDS:
+        raise UserError(f"space file {path}: KIND must be one of {', '.join(KINDS)}, not {kind!r}")
+    return Space(name=str(path), suggest=suggest, summary=(module.__doc__ or "").strip(), kind=kind)

@@ -1,0 +1,77 @@
+"""A trial's trained model as an Optuna artifact, kept when the trial becomes the study's best.
+
+Only the parts a trial trained are stored: the unfrozen stages and the head of a finetune trial
+(the frozen stages are the backbone's own weights, recorded with the study), or the fitted
+scikit-learn pipeline of a features trial. `search.trained_model` turns them back into a model.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial
+
+from search.configs import FeaturesConfig, FinetuneConfig
+from search.errors import UserError
+from search.training import METRICS, TrialResult
+
+CHECKPOINT_ATTR = "checkpoint_artifact_id"  # trial user attr: the artifact holding its trained model
+FINETUNE_FILE = "finetune_model.pt"  # tensors only: loads with weights_only=True
+FEATURES_FILE = "features_pipeline.pkl"  # a fitted scikit-learn pipeline (pickle: our own artifact store)
+
+
+def beats_best(study: optuna.Study, value: float, metric: str) -> bool:
+    """Whether `value` is better than every completed trial so far (True for the first)."""
+    try:
+        best = study.best_value
+    except ValueError:
+        return True
+    return value < best if METRICS[metric] == "minimize" else value > best
+
+
+def save_if_best(trial: optuna.Trial, config: object, result: TrialResult, store: Any, *, metric: str) -> str | None:
+    """Upload the trial's model when it beats the study's best so far; returns the artifact id."""
+    if result.best is None or not beats_best(trial.study, result.best.value(metric), metric):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(config, FinetuneConfig) and result.best_state is not None:
+            path = Path(folder) / FINETUNE_FILE
+            torch.save({k: v.cpu() for k, v in result.best_state.items()}, path)
+        elif isinstance(config, FeaturesConfig) and result.estimator is not None:
+            path = Path(folder) / FEATURES_FILE
+            path.write_bytes(pickle.dumps({"config": asdict(config), "pipeline": result.estimator}))
+        else:
+            return None
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
+    return artifact_id
+
+
+def load_checkpoint(trial: FrozenTrial, store: Any, *, study_name: str) -> Any:
+    """The stored model parts of a finished trial: a state dict (finetune) or a fitted pipeline (features)."""
+    artifact_id = trial.user_attrs.get(CHECKPOINT_ATTR)
+    if artifact_id is None:
+        raise UserError(
+            f"trial {trial.number} of study '{study_name}' kept no model (only a trial that was the study's best "
+            "when it finished keeps one); pick the study's best trial"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model"
+        try:
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except (ArtifactNotFound, FileNotFoundError):
+            raise UserError(
+                f"the model of trial {trial.number} of study '{study_name}' is missing from the artifact store; "
+                "pass the --artifact-dir the study was run with"
+            ) from None
+        if "classifier" in trial.user_attrs.get("config", {}):  # a features trial
+            return pickle.loads(path.read_bytes())["pipeline"]
+        return torch.load(path, map_location="cpu", weights_only=True)

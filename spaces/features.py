@@ -1,0 +1,51 @@
+"""Feature extraction: pooled backbone layers, their normalisation and PCA, into a classical classifier."""
+
+from __future__ import annotations
+
+import optuna
+
+from search.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
+from spaces._registry import register_space
+
+
+@register_space("features", kind="features")
+def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
+    """Which layers to tap (one on/off choice per layer, so the sampler learns which help), then a classifier."""
+    layers, pooling, l2 = [], [], []
+    for layer in ctx.feature_layers:
+        if trial.suggest_categorical(f"feat_use_{layer}", [False, True]):
+            layers.append(layer)
+            pooling.append(trial.suggest_categorical(f"feat_pool_{layer}", list(POOLINGS)))
+            l2.append(trial.suggest_categorical(f"feat_l2_{layer}", [False, True]))
+    if not layers:  # an empty subset has nothing to learn from; tell the sampler this corner is worthless
+        raise optuna.TrialPruned("no feature layer chosen")
+    pca_dims = (
+        trial.suggest_int("feat_pca_dims", 8, 256, log=True)
+        if trial.suggest_categorical("feat_pca", [False, True])
+        else 0
+    )
+
+    classifier = trial.suggest_categorical("clf_name", list(CLASSIFIERS))
+    params: dict[str, object] = {}
+    if classifier == "rf":
+        params = {
+            "rf_n_estimators": trial.suggest_int("clf_rf_n_estimators", 50, 500, log=True),
+            "rf_min_samples_leaf": trial.suggest_int("clf_rf_min_samples_leaf", 1, 20, log=True),
+            "rf_max_features": trial.suggest_categorical("clf_rf_max_features", list(RF_MAX_FEATURES)),
+            "rf_balanced": trial.suggest_categorical("clf_rf_balanced", [False, True]),
+        }
+    elif classifier == "svm":
+        kernel = trial.suggest_categorical("clf_svm_kernel", list(SVM_KERNELS))
+        params = {"svm_c": trial.suggest_float("clf_svm_c", 1e-2, 1e3, log=True), "svm_kernel": kernel}
+        if kernel != "linear":
+            params["svm_gamma"] = trial.suggest_float("clf_svm_gamma", 1e-5, 1e-1, log=True)
+    else:
+        params = {"logreg_c": trial.suggest_float("clf_logreg_c", 1e-3, 1e3, log=True)}
+    return FeaturesConfig(
+        layers=tuple(layers),
+        pooling=tuple(pooling),
+        l2_normalize=tuple(l2),
+        pca_dims=pca_dims,
+        classifier=classifier,
+        **params,  # type: ignore[arg-type]
+    )
