@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--space", "nope"], "unknown space 'nope'; choose one of: finetune"),
+        (["--space", "nope"], "unknown space 'nope'; choose one of: features, finetune"),
         (["--backbone", "vgg19"], "unknown backbone 'vgg19'; choose one of:"),
         (["--storage", "not a url"], "is not a database URL"),
         (

@@ -95,7 +95,7 @@ def test_cpu_keeps_unfreezing_shallow() -> None:
 
 def test_unknown_space_lists_known_ones() -> None:
     assert "finetune" in list_spaces()
-    with pytest.raises(UserError, match="unknown space 'nope'; choose one of: finetune"):
+    with pytest.raises(UserError, match="unknown space 'nope'; choose one of: features, finetune"):
         get_space("nope")
 
 
