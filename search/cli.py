@@ -22,6 +22,7 @@ from search import runner
 from search.backbones import list_backbones
 from search.console import StudyProgress, closing_message, summary_table
 from search.errors import StudyAborted, UserError
+from search.pool import run_workers
 from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
 from search.storage import storage_error_line
 from search.training import METRICS
@@ -144,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = None
     try:
         spec = spec_from_args(args)
+        if spec.workers > 1:  # this process starts the workers, then shows their shared study as one run
+            argv = sys.argv[1:] if argv is None else argv
+            return run_workers(spec, argv, console, errors, verbose=args.verbose, started=started)
         prepared = runner.prepare(spec)
         study, spec, data = prepared.study, prepared.spec, prepared.data
         counts = data.split_counts()
