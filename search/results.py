@@ -16,7 +16,6 @@ from sqlalchemy.exc import ArgumentError
 
 from search.dataset import Dataset, decode_source
 from search.errors import UserError
-from search.runner import SPLIT_ATTR
 from search.sources import open_source
 from search.spec import StudySpec, mask_password
 from search.storage import open_storage
@@ -92,6 +91,8 @@ def study_data(study: optuna.Study) -> Dataset:
         raise UserError(
             f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split cannot be rebuilt"
         )
+    from search.runner import SPLIT_ATTR  # the runner imports this module's users: import it late
+
     split = study._storage.get_study_system_attrs(study._study_id).get(SPLIT_ATTR)
     if split is None:
         raise UserError(f"study '{study.study_name}' has no stored data split")

@@ -27,6 +27,7 @@ from search.dataset import (
     warn_ignored,
 )
 from search.errors import StudyAborted, UserError
+from search.evaluation import finish_study
 from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.objective import Resources, TrialFailed, make_objective
 from search.prefix_cache import FrozenPrefixCache
@@ -306,3 +307,5 @@ def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> None:
         )
         if guard.reason is not None:
             raise StudyAborted(f"{guard.reason}; fix the setup, then run the same command to resume")
+    resources = prepared.resources
+    finish_study(study, resources.artifact_store, device=resources.settings.device, data=resources.data)

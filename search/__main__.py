@@ -1,0 +1,163 @@
+"""`python -m search report | dashboard | export | predict`: see and use a study's results.
+
+Each command reads what `run_study.py` wrote and creates no study; bad input is one line on
+stderr and exit code 2, like `run_study.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.logging import RichHandler
+from sqlalchemy.exc import SQLAlchemyError
+
+from search.errors import UserError
+from search.results import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
+from search.spec import DEVICES_HELP, mask_password
+from search.storage import storage_error_line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search",
+        description="See and use the results of studies run by run_study.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        if name != "predict":
+            sub.add_argument("--storage", default=DEFAULT_STORAGE, help="the study storage run_study.py used")
+        return sub
+
+    report = command("report", "write studies/NAME/report.md and report.html for a study")
+    report.add_argument("--study-name", required=True)
+    report.add_argument("--out", type=Path, default=None, help="folder for the report (default: studies/NAME)")
+
+    dashboard = command("dashboard", "start optuna-dashboard on the study storage, with the trials' artifacts")
+    dashboard.add_argument("--port", type=int, default=8080)
+
+    export = command("export", "write the best model of a study as a self-contained folder")
+    export.add_argument("--study-name", required=True)
+    export.add_argument("--out", type=Path, required=True, help="a new folder for the model")
+    export.add_argument("--trial", type=int, default=None, help="a completed trial's number instead of the best")
+
+    predict = command("predict", "class and probability per image, from a folder written by export")
+    predict.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
+    predict.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
+    predict.add_argument("--out", type=Path, default=None, help="write a CSV here instead of printing")
+
+    for sub in (report, dashboard, export):
+        default = DEFAULT_ARTIFACT_DIR if sub is dashboard else None
+        sub.add_argument(
+            "--artifact-dir",
+            type=Path,
+            default=default,
+            help="the trials' artifact folder" + ("" if default else " (default: the one the study was run with)"),
+        )
+    for sub in (report, export, predict):
+        sub.add_argument("--device", default="auto", help=DEVICES_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
+    return parser
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from search.report import write_report
+    from search.results import artifact_store_for, load_existing_study
+    from search.runner import resolve_device
+
+    study = load_existing_study(args.storage, args.study_name)
+    store = artifact_store_for(study, args.artifact_dir)
+    out = args.out or Path("studies") / study.study_name
+    markdown, html = write_report(study, store, out, device=resolve_device(args.device))
+    console.print(f"wrote {markdown} and {html}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace, console: Console) -> int:
+    from search.dashboard import serve
+
+    def ready(url: str) -> None:
+        console.print(
+            f"optuna-dashboard serves {mask_password(args.storage)} at [bold]{url}[/] (Ctrl-C stops it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        serve(args.storage, args.artifact_dir, args.port, ready=ready)
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+    return 0
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from search.export import export_model
+    from search.results import artifact_store_for, load_existing_study
+    from search.runner import resolve_device
+
+    study = load_existing_study(args.storage, args.study_name)
+    store = artifact_store_for(study, args.artifact_dir)
+    trial = export_model(study, store, args.out, trial_number=args.trial, device=resolve_device(args.device))
+    console.print(
+        f"exported trial {trial.number} of {study.study_name} to {args.out}; "
+        f"try: python -m search predict --model {args.out} IMAGES...",
+        highlight=False,
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace, console: Console) -> int:
+    from search.predict import image_files, predict_files, write_csv
+    from search.runner import resolve_device
+    from search.trained_model import load_bundle
+
+    model = load_bundle(args.model, device=resolve_device(args.device))
+    predictions = predict_files(model, image_files(args.images))
+    if args.out is not None:
+        write_csv(predictions, args.out)
+        console.print(f"wrote {len(predictions)} predictions to {args.out}", highlight=False)
+    else:
+        for p in predictions:
+            console.print(f"{p.path}\t{p.label}\t{p.probability:.4f}", highlight=False, soft_wrap=True)
+    return 0
+
+
+COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "predict": _predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True, soft_wrap=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=errors, show_path=False, show_time=False)],
+    )
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        return COMMANDS[args.command](args, console)
+    except UserError as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+        errors.print(f"[red]error:[/] the study storage failed ({storage_error_line(exc)})", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""`python -m search report`: one Markdown file (and an HTML twin with images inline) per study.
+
+It holds what users otherwise assemble by hand: the spec, the best configuration with validation
+and test figures, the top trials, comparisons by the main choices, Optuna's history, importance
+and parallel-coordinate plots, and the best trial's curves, confusion matrices and per-class table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import statistics
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: Optuna's matplotlib plots use it, and there is no display
+
+import optuna
+import torch
+from markdown_it import MarkdownIt
+from matplotlib import pyplot as plt
+from optuna.artifacts._protocol import ArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+
+from search.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifact, read_per_class, trial_artifacts
+from search.console import format_params
+from search.errors import UserError
+from search.evaluation import evaluate_on_test
+from search.metrics import Classification
+from search.plots import DPI, plot_confusion, plot_curves
+from search.results import best_trial, completed_trials, study_data
+
+# The choices users compare first; other low-cardinality parameters follow in name order.
+MAIN_CHOICES = ("unfreeze_blocks", "augment", "classifier", "clf_name", "feature_layer", "backbone_cut", "opt_name")
+MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice
+TOP_TRIALS = 10
+PARALLEL_PARAMS = 8  # the most important ones; more lines make the plot unreadable
+SPEC_KEYS = (
+    "space",
+    "data",
+    "backbone",
+    "pretrained",
+    "weights",
+    "from_trial",
+    "image_size",
+    "metric",
+    "max_epochs",
+    "patience",
+    "sampler",
+    "pruner",
+    "seed",
+    "storage",
+    "artifact_dir",
+)
+
+
+@dataclass
+class Report:
+    """Markdown lines and the figures they refer to (file name -> path), built section by section."""
+
+    lines: list[str] = field(default_factory=list)
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, path: Path | None, caption: str, *, missing: str) -> None:
+        if path is None:
+            self.add(f"_{missing}_", "")
+        else:
+            self.figures[path.name] = path
+            self.add(f"![{caption}](figures/{path.name})", "")
+
+
+def _cell(value: object) -> str:
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _pct(value: object) -> str:
+    return f"{value:.2%}" if isinstance(value, (int, float)) else "-"
+
+
+def _num(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _section_study(report: Report, study: optuna.Study) -> None:
+    spec = study.user_attrs.get("spec", {})
+    data = study.user_attrs.get("data", {})
+    states = {s: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    report.add(
+        f"# Study report: {study.study_name}",
+        "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Trials: "
+        + ", ".join(f"{n} {s.name.lower()}" for s, n in states.items() if n)
+        + f"; the study {study.direction.name.lower()}s {spec.get('metric', 'its objective')}.",
+        "",
+        "## Study",
+        "",
+    )
+    rows = [(key, spec[key]) for key in SPEC_KEYS if spec.get(key) is not None]
+    rows += [(key, value) for key, value in spec.get("extra", {}).items()]
+    report.add(*_table(("setting", "value"), rows))
+    if data:
+        classes = data.get("classes", [])
+        shown = ", ".join(classes[:30]) + (f", ... ({len(classes)} in all)" if len(classes) > 30 else "")
+        splits = data.get("split_counts", {})
+        report.add(
+            f"Data: {data.get('name')}, {data.get('images')} images in {len(classes)} classes ({shown}); "
+            f"train/val/test {splits.get('train')}/{splits.get('val')}/{splits.get('test')} at {data.get('image_size')} px.",
+            "",
+        )
+
+
+def _macro(rows: list[dict[str, str]] | None, key: str) -> str:
+    return _num(statistics.fmean(float(r[key]) for r in rows)) if rows else "-"
+
+
+def _section_best(
+    report: Report,
+    study: optuna.Study,
+    best: FrozenTrial,
+    test: dict[str, Any] | None,
+    untested: str,
+    val_rows: list[dict[str, str]] | None,
+) -> None:
+    attrs = best.user_attrs
+    metric = study.user_attrs.get("spec", {}).get("metric", "value")
+    report.add("## Best configuration", "", f"Trial {best.number}: {metric} = {_num(best.value)}.", "")
+    report.add(*_table(("parameter", "value"), sorted(best.params.items())))
+    if "config" in attrs:
+        report.add("Resolved configuration:", "", "```json", json.dumps(attrs["config"], indent=2), "```", "")
+    rows = [
+        ("accuracy", _pct(attrs.get("val_accuracy")), _pct(test["accuracy"]) if test else "-"),
+        ("macro precision", _macro(val_rows, "precision"), _num(test["macro_precision"]) if test else "-"),
+        ("macro recall", _macro(val_rows, "recall"), _num(test["macro_recall"]) if test else "-"),
+        ("macro F1", _num(attrs.get("val_macro_f1")), _num(test["macro_f1"]) if test else "-"),
+        ("loss", _num(attrs.get("val_loss")), "-"),
+    ]
+    data = study.user_attrs.get("data", {})
+    val_images = data.get("split_counts", {}).get("val", "?")
+    test_header = f"test ({test['images']} images)" if test else "test"
+    report.add(*_table(("figure", f"validation ({val_images} images)", test_header), rows))
+    if test:
+        report.add("The test split was never seen by the search: only this configuration was scored on it, once.", "")
+    else:
+        report.add(f"_Not evaluated on the test split: {untested}._", "")
+
+
+def _param_text(trial: FrozenTrial) -> str:
+    return format_params(trial.params, keys=tuple(sorted(trial.params)))
+
+
+def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -> None:
+    metric = study.user_attrs.get("spec", {}).get("metric", "value")
+    report.add("## Top trials", "")
+    rows = [
+        (
+            rank,
+            t.number,
+            _num(t.value),
+            _pct(t.user_attrs.get("val_accuracy")),
+            _num(t.user_attrs.get("val_macro_f1")),
+            t.user_attrs.get("epochs_run", "-"),
+            f"{t.user_attrs.get('seconds', 0.0):.1f}",
+            _param_text(t),
+        )
+        for rank, t in enumerate(done[:TOP_TRIALS], start=1)
+    ]
+    report.add(*_table(("rank", "trial", metric, "val acc", "val macro F1", "epochs", "seconds", "parameters"), rows))
+
+
+def _order(value: object) -> tuple[int, float, str]:
+    """Numbers in numeric order, then everything else by its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def choice_params(study: optuna.Study) -> list[str]:
+    """Parameters that are choices (categorical, or integers with few values): main choices first."""
+    seen: dict[str, set[Any]] = {}
+    kinds: dict[str, bool] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        for name, value in trial.params.items():
+            seen.setdefault(name, set()).add(value)
+            distribution = trial.distributions[name]
+            kinds[name] = isinstance(distribution, optuna.distributions.CategoricalDistribution) or (
+                isinstance(distribution, optuna.distributions.IntDistribution) and not distribution.log
+            )
+    names = [n for n in seen if kinds[n] and 1 < len(seen[n]) <= MAX_GROUP_VALUES]
+    return sorted(names, key=lambda n: (MAIN_CHOICES.index(n) if n in MAIN_CHOICES else len(MAIN_CHOICES), n))
+
+
+def _section_groups(report: Report, study: optuna.Study) -> None:
+    report.add("## By choice", "")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    metric = study.user_attrs.get("spec", {}).get("metric", "value")
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    names = choice_params(study)
+    if not names:
+        report.add("_No parameter took more than one value yet._", "")
+    for name in names:
+        groups: dict[Any, list[FrozenTrial]] = {}
+        for trial in finished:
+            if name in trial.params:
+                groups.setdefault(trial.params[name], []).append(trial)
+        rows = []
+        for value, trials in sorted(groups.items(), key=lambda item: _order(item[0])):
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+            accuracies = [t.user_attrs["val_accuracy"] for t in trials if "val_accuracy" in t.user_attrs]
+            best = (max if maximize else min)(values) if values else None
+            rows.append(
+                (
+                    value,
+                    len(trials),
+                    sum(t.state == TrialState.PRUNED for t in trials),
+                    _num(best),
+                    _num(statistics.median(values)) if values else "-",
+                    _pct(max(accuracies)) if accuracies else "-",
+                )
+            )
+        report.add(f"### {name}", "")
+        report.add(*_table((name, "trials", "pruned", f"best {metric}", f"median {metric}", "best val acc"), rows))
+
+
+def _optuna_figure(
+    plot: Callable[[], Any], path: Path, *, size: tuple[float, float] = (7, 4.5)
+) -> tuple[Path | None, str]:
+    """Render one of Optuna's matplotlib plots; (None, why) when the study cannot support it yet."""
+    with matplotlib.rc_context(), warnings.catch_warnings():  # Optuna switches the global style to ggplot
+        warnings.simplefilter("ignore")  # its plots are "experimental"
+        try:
+            axes = plot()
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            plt.close("all")
+            return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        figure = axes.figure if not isinstance(axes, Sequence) else axes[0].figure
+        figure.set_size_inches(*size)
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        plt.close("all")
+    return path, ""
+
+
+def _section_search(report: Report, study: optuna.Study, folder: Path) -> None:
+    vis = optuna.visualization.matplotlib
+    report.add("## Search", "", "### Optimisation history", "")
+    path, why = _optuna_figure(lambda: vis.plot_optimization_history(study), folder / "history.png")
+    report.figure(path, "optimisation history", missing=f"not available: {why}")
+    report.add("### Parameter importances", "")
+    important: list[str] | None = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study)
+        important = list(importances)[:PARALLEL_PARAMS]
+        report.add(*_table(("parameter", "importance"), [(k, f"{v:.3f}") for k, v in importances.items()]))
+    except (ValueError, RuntimeError) as exc:
+        report.add(f"_not available: {str(exc).splitlines()[0]}_", "")
+    if important:
+        path, why = _optuna_figure(lambda: vis.plot_param_importances(study), folder / "importances.png")
+        report.figure(path, "parameter importances", missing=f"not available: {why}")
+    report.add("### Parallel coordinates", "")
+    path, why = _optuna_figure(
+        lambda: vis.plot_parallel_coordinate(study, params=important or None), folder / "parallel.png", size=(11, 5)
+    )
+    report.figure(path, "parallel coordinates", missing=f"not available: {why}")
+
+
+def _fetch(store: ArtifactStore, study: optuna.Study, trial: FrozenTrial, name: str, folder: Path) -> Path | None:
+    artifact_id = trial_artifacts(study, trial).get(name)
+    return fetch_artifact(store, artifact_id, folder / f"best_{name}") if artifact_id else None
+
+
+def _section_best_trial(
+    report: Report,
+    study: optuna.Study,
+    best: FrozenTrial,
+    test: dict[str, Any] | None,
+    val_rows: list[dict[str, str]] | None,
+    store: ArtifactStore,
+    folder: Path,
+) -> None:
+    report.add(f"## Best trial ({best.number})", "", "### Learning curves", "")
+    history = best.user_attrs.get("history", [])
+    curves = plot_curves(history, folder / "best_curves.png", title=f"trial {best.number}") if history else None
+    report.figure(curves, "learning curves", missing="no epochs: this classifier is fitted in one step")
+    class_names = study.user_attrs.get("data", {}).get("classes", [])
+    report.add("### Confusion matrices", "")
+    val_confusion = _fetch(store, study, best, CONFUSION_FILE, folder)
+    report.figure(val_confusion, "validation confusion matrix", missing="validation confusion matrix not in the store")
+    if test:
+        scores = Classification.from_record(test)
+        path = plot_confusion(
+            scores.confusion,
+            class_names,
+            folder / "test_confusion_matrix.png",
+            title=f"trial {best.number}: test ({scores.accuracy:.1%})",
+        )
+        report.figure(path, "test confusion matrix", missing="")
+        report.add("### Per-class scores (test)", "")
+        report.add(
+            *_table(
+                ("class", "precision", "recall", "F1", "support"),
+                [(c.name, _num(c.precision), _num(c.recall), _num(c.f1), c.support) for c in scores.per_class],
+            )
+        )
+    report.add("### Per-class scores (validation)", "")
+    if val_rows is None:
+        report.add("_validation per-class scores not in the store_", "")
+    else:
+        rows = [(r["class"], r["precision"], r["recall"], r["f1"], r["support"]) for r in val_rows]
+        report.add(*_table(("class", "precision", "recall", "F1", "support"), rows))
+
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}
+th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow:auto}"""
+
+
+def to_html(markdown: str, figures: dict[str, Path], title: str) -> str:
+    """The Markdown as one HTML file with every figure inline, to mail or open anywhere."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+    def inline(match: re.Match[str]) -> str:
+        path = figures.get(match.group(1))
+        if path is None:
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="figures/([^"]+)"', inline, body)
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{HTML_STYLE}</style></head><body>\n{body}</body></html>\n"
+    )
+
+
+def write_report(study: optuna.Study, store: ArtifactStore, out: Path, *, device: torch.device) -> tuple[Path, Path]:
+    """Write `out/report.md`, `out/report.html` and `out/figures/`; UserError without a completed trial.
+
+    A study whose test evaluation is missing or stale (interrupted, or a newer best) is evaluated
+    first; when that cannot be done the report says why instead of failing.
+    """
+    best = best_trial(study)
+    try:
+        test = evaluate_on_test(study, store, device=device, data=lambda: study_data(study))
+        untested = "the study has no test images"
+    except UserError as exc:
+        test, untested = None, str(exc).rstrip(".")
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        work = Path(tmp)
+        _section_study(report, study)
+        per_class = _fetch(store, study, best, PER_CLASS_FILE, work)
+        val_rows = read_per_class(per_class) if per_class else None
+        _section_best(report, study, best, test, untested, val_rows)
+        _section_top(report, study, completed_trials(study))
+        _section_groups(report, study)
+        _section_search(report, study, work)
+        _section_best_trial(report, study, best, test, val_rows, store, work)
+        for name, path in list(report.figures.items()):
+            target = figures / name
+            target.write_bytes(path.read_bytes())
+            report.figures[name] = target
+    markdown = "\n".join(report.lines).rstrip() + "\n"
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(to_html(markdown, report.figures, f"Study report: {study.study_name}"))
+    return out / "report.md", out / "report.html"
