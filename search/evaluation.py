@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,11 @@ import optuna
 import torch
 from optuna.artifacts._protocol import ArtifactStore
 
-from search.dataset import Dataset
+from search.dataset import SPLIT_ATTR, SPLIT_CODES, Dataset, dataset_of, decoded_batches
 from search.errors import UserError
 from search.metrics import Classification, classify
 from search.results import completed_trials
-from search.sources import TEST
+from search.sources import TEST, open_source
 from search.trained_model import TrainedModel, load_trial_model
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,44 @@ def stored_evaluation(study: optuna.Study) -> dict[str, Any] | None:
     return stored
 
 
+Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, 3, S, S] and their labels
+
+
+def stored_test_part(study: optuna.Study) -> Part:
+    """The study's test images, decoded from its recorded source in one streaming pass (only they are kept).
+
+    For callers without decoded images: the report, and the runner of a features study, which
+    streams its images into the feature cache instead of holding them.
+    """
+    spec, recorded = study.user_attrs.get("spec", {}), study.user_attrs.get("data", {})
+    split = study._storage.get_study_system_attrs(study._study_id).get(SPLIT_ATTR)
+    if "image_size" not in spec or "fingerprint" not in recorded or split is None:
+        raise UserError(f"study '{study.study_name}' holds no data record or split; it was not made by run_study.py")
+    source = open_source(spec["data"], root=Path(spec["data_root"]))
+    is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
+    good = np.zeros(len(source), dtype=bool)
+    kept, position = [], 0
+    for indices, images, _ in decoded_batches(source, image_size=int(spec["image_size"])):
+        good[indices] = True
+        mask = is_test[position : position + len(indices)]
+        if len(mask) == len(indices):
+            kept.append(images[torch.from_numpy(mask)])
+        position += len(indices)
+    data = dataset_of(source, good, None, image_size=int(spec["image_size"]))
+    if data.fingerprint != recorded["fingerprint"] or position != len(split):
+        raise UserError(
+            f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split is gone"
+        )
+    return torch.cat(kept), data.labels[torch.from_numpy(is_test)]
+
+
 def evaluate_on_test(
-    study: optuna.Study,
-    store: ArtifactStore,
-    *,
-    device: torch.device,
-    data: Dataset | Callable[[], Dataset],
+    study: optuna.Study, store: ArtifactStore, *, device: torch.device, test_part: Callable[[], Part]
 ) -> dict[str, Any] | None:
     """Score the best trial's model on the test split and store it; None without a completed trial.
 
-    `data` may be a function, so that a caller without decoded images (the report) decodes them
-    only when the evaluation has to be computed.
+    `test_part` is called only when the evaluation has to be computed, so that a current stored
+    one costs nothing.
     """
     done = completed_trials(study)
     if not done:
@@ -64,13 +92,12 @@ def evaluate_on_test(
     if current is not None:
         return current
     best = done[0]
-    dataset = data() if callable(data) else data
-    images, labels = dataset.part(TEST)
+    images, labels = test_part()
     if not len(labels):
         log.warning("study %s has no test images; the best trial is not evaluated on a test split", study.study_name)
         return None
     model = load_trial_model(study, best, store, device=device)
-    scores = classify(labels.numpy(), predict_batches(model, images), dataset.class_names)
+    scores = classify(labels.numpy(), predict_batches(model, images), model.class_names)
     record = {"trial": best.number, "images": len(labels), **scores.to_record()}
     study.set_user_attr(TEST_ATTR, record)
     return record
@@ -84,8 +111,12 @@ def finish_study(study: optuna.Study, store: ArtifactStore | None, *, device: to
     """
     if store is None:
         return
+
+    def test_part() -> Part:
+        return data.part(TEST) if data.has_images else stored_test_part(study)
+
     try:
-        evaluate_on_test(study, store, device=device, data=data)
+        evaluate_on_test(study, store, device=device, test_part=test_part)
     except UserError as exc:
         log.warning("test evaluation skipped: %s", exc)
 

@@ -33,13 +33,14 @@ from optuna.trial import FrozenTrial, TrialState
 from search.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifact, read_per_class, trial_artifacts
 from search.console import format_params
 from search.errors import UserError
-from search.evaluation import evaluate_on_test
+from search.evaluation import evaluate_on_test, stored_test_part
 from search.metrics import Classification
 from search.plots import DPI, plot_confusion, plot_curves
-from search.results import best_trial, completed_trials, study_data
+from search.results import best_trial, completed_trials
 
 # The choices users compare first; other low-cardinality parameters follow in name order.
 MAIN_CHOICES = ("unfreeze_blocks", "augment", "classifier", "clf_name", "feature_layer", "backbone_cut", "opt_name")
+MAX_GROUPS = 6  # tables in "By choice"
 MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice
 TOP_TRIALS = 10
 PARALLEL_PARAMS = 8  # the most important ones; more lines make the plot unreadable
@@ -192,8 +193,20 @@ def _order(value: object) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
-def choice_params(study: optuna.Study) -> list[str]:
-    """Parameters that are choices (categorical, or integers with few values): main choices first."""
+def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
+    """fANOVA importances (seeded, so a report is reproducible), or ({}, why) when the study is too small."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            return optuna.importance.get_param_importances(study, evaluator=evaluator), ""
+    except (ValueError, RuntimeError) as exc:
+        return {}, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def choice_params(study: optuna.Study, importances: dict[str, float]) -> list[str]:
+    """Parameters that are choices (categorical, or integers with few values): the main choices, then
+    the most important others, at most MAX_GROUPS in all (a features space has a choice per layer)."""
     seen: dict[str, set[Any]] = {}
     kinds: dict[str, bool] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
@@ -204,15 +217,17 @@ def choice_params(study: optuna.Study) -> list[str]:
                 isinstance(distribution, optuna.distributions.IntDistribution) and not distribution.log
             )
     names = [n for n in seen if kinds[n] and 1 < len(seen[n]) <= MAX_GROUP_VALUES]
-    return sorted(names, key=lambda n: (MAIN_CHOICES.index(n) if n in MAIN_CHOICES else len(MAIN_CHOICES), n))
+    main = [n for n in MAIN_CHOICES if n in names]
+    others = sorted((n for n in names if n not in main), key=lambda n: (-importances.get(n, 0.0), n))
+    return (main + others)[:MAX_GROUPS]
 
 
-def _section_groups(report: Report, study: optuna.Study) -> None:
+def _section_groups(report: Report, study: optuna.Study, importances: dict[str, float]) -> None:
     report.add("## By choice", "")
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     metric = study.user_attrs.get("spec", {}).get("metric", "value")
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    names = choice_params(study)
+    names = choice_params(study, importances)
     if not names:
         report.add("_No parameter took more than one value yet._", "")
     for name in names:
@@ -257,24 +272,24 @@ def _optuna_figure(
     return path, ""
 
 
-def _section_search(report: Report, study: optuna.Study, folder: Path) -> None:
+def _section_search(
+    report: Report, study: optuna.Study, importances: dict[str, float], unimportant: str, folder: Path
+) -> None:
     vis = optuna.visualization.matplotlib
     report.add("## Search", "", "### Optimisation history", "")
     path, why = _optuna_figure(lambda: vis.plot_optimization_history(study), folder / "history.png")
     report.figure(path, "optimisation history", missing=f"not available: {why}")
     report.add("### Parameter importances", "")
-    important: list[str] | None = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study)
-        important = list(importances)[:PARALLEL_PARAMS]
+    important = list(importances)[:PARALLEL_PARAMS]
+    if importances:
         report.add(*_table(("parameter", "importance"), [(k, f"{v:.3f}") for k, v in importances.items()]))
-    except (ValueError, RuntimeError) as exc:
-        report.add(f"_not available: {str(exc).splitlines()[0]}_", "")
-    if important:
-        path, why = _optuna_figure(lambda: vis.plot_param_importances(study), folder / "importances.png")
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        path, why = _optuna_figure(
+            lambda: vis.plot_param_importances(study, evaluator=evaluator), folder / "importances.png"
+        )
         report.figure(path, "parameter importances", missing=f"not available: {why}")
+    else:
+        report.add(f"_not available: {unimportant}_", "")
     report.add("### Parallel coordinates", "")
     path, why = _optuna_figure(
         lambda: vis.plot_parallel_coordinate(study, params=important or None), folder / "parallel.png", size=(11, 5)
@@ -358,12 +373,14 @@ def write_report(study: optuna.Study, store: ArtifactStore, out: Path, *, device
     """
     best = best_trial(study)
     try:
-        test = evaluate_on_test(study, store, device=device, data=lambda: study_data(study))
+        test = evaluate_on_test(study, store, device=device, test_part=lambda: stored_test_part(study))
         untested = "the study has no test images"
     except UserError as exc:
         test, untested = None, str(exc).rstrip(".")
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    for stale in figures.glob("*.png"):  # a figure not drawn this time must not linger from the last report
+        stale.unlink()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         work = Path(tmp)
@@ -372,8 +389,9 @@ def write_report(study: optuna.Study, store: ArtifactStore, out: Path, *, device
         val_rows = read_per_class(per_class) if per_class else None
         _section_best(report, study, best, test, untested, val_rows)
         _section_top(report, study, completed_trials(study))
-        _section_groups(report, study)
-        _section_search(report, study, work)
+        importances, unimportant = param_importances(study)
+        _section_groups(report, study, importances)
+        _section_search(report, study, importances, unimportant, work)
         _section_best_trial(report, study, best, test, val_rows, store, work)
         for name, path in list(report.figures.items()):
             target = figures / name

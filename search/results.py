@@ -14,9 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from search.dataset import Dataset, decode_source
 from search.errors import UserError
-from search.sources import open_source
 from search.spec import StudySpec, mask_password
 from search.storage import open_storage
 
@@ -77,23 +75,3 @@ def artifact_store_for(study: optuna.Study, artifact_dir: Path | None) -> FileSy
             f"artifact folder {path} of study '{study.study_name}' does not exist; pass the --artifact-dir it was run with"
         )
     return FileSystemArtifactStore(str(path))
-
-
-def study_data(study: optuna.Study) -> Dataset:
-    """The study's images decoded and split exactly as its trials saw them; changed data is refused."""
-    spec = study.user_attrs.get("spec", {})
-    recorded = study.user_attrs.get("data", {})
-    if "image_size" not in spec or "fingerprint" not in recorded:
-        raise UserError(f"study '{study.study_name}' was not made by run_study.py (no spec or data attribute)")
-    source = open_source(spec["data"], root=Path(spec["data_root"]))
-    data = decode_source(source, image_size=int(spec["image_size"]))
-    if data.fingerprint != recorded["fingerprint"]:
-        raise UserError(
-            f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split cannot be rebuilt"
-        )
-    from search.runner import SPLIT_ATTR  # the runner imports this module's users: import it late
-
-    split = study._storage.get_study_system_attrs(study._study_id).get(SPLIT_ATTR)
-    if split is None:
-        raise UserError(f"study '{study.study_name}' has no stored data split")
-    return data.with_split(split)
