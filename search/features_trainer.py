@@ -26,6 +26,7 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.class_weight import compute_class_weight
 
 from search.configs import FeaturesConfig
 from search.dataset import Dataset
@@ -52,7 +53,9 @@ def layer_widths(config: FeaturesConfig, features: LayerFeatures) -> list[int]:
     ]
 
 
-def build_pipeline(config: FeaturesConfig, widths: list[int], *, train_size: int, seed: int, threads: int) -> Pipeline:
+def build_pipeline(
+    config: FeaturesConfig, widths: list[int], labels: np.ndarray, *, seed: int, threads: int
+) -> Pipeline:
     """Per-layer L2 normalisation, scaling where the classifier needs it, optional PCA, the classifier."""
     columns, start = [], 0
     for layer, width, l2 in zip(config.layers, widths, config.l2_normalize, strict=True):
@@ -62,13 +65,17 @@ def build_pipeline(config: FeaturesConfig, widths: list[int], *, train_size: int
     if config.classifier != "rf":  # margins and penalties assume comparable feature scales; trees do not
         steps.append(("scale", StandardScaler()))
     if config.pca_dims:
-        steps.append(("pca", PCA(n_components=min(config.pca_dims, start, train_size - 1), random_state=seed)))
-    steps.append(("classifier", _classifier(config, seed=seed, threads=threads)))
+        steps.append(("pca", PCA(n_components=min(config.pca_dims, start, len(labels) - 1), random_state=seed)))
+    steps.append(("classifier", _classifier(config, labels, seed=seed, threads=threads)))
     return Pipeline(steps)
 
 
-def _classifier(config: FeaturesConfig, *, seed: int, threads: int) -> ClassifierMixin:
+def _classifier(config: FeaturesConfig, labels: np.ndarray, *, seed: int, threads: int) -> ClassifierMixin:
     if config.classifier == "rf":
+        # "balanced" weights fixed up front: a forest grown in stages (warm_start) must keep one weighting
+        classes = np.unique(labels)
+        weights = compute_class_weight("balanced", classes=classes, y=labels)
+        class_weight = dict(zip(classes.tolist(), weights.tolist(), strict=True)) if config.rf_balanced else None
         max_features: str | float = (
             float(config.rf_max_features) if config.rf_max_features[0].isdigit() else config.rf_max_features
         )
@@ -76,7 +83,7 @@ def _classifier(config: FeaturesConfig, *, seed: int, threads: int) -> Classifie
             n_estimators=config.rf_n_estimators,
             min_samples_leaf=config.rf_min_samples_leaf,
             max_features=max_features,
-            class_weight="balanced" if config.rf_balanced else None,
+            class_weight=class_weight,
             warm_start=True,
             n_jobs=threads,
             random_state=seed,
@@ -113,7 +120,7 @@ def train_features(
     train, val = data.split == TRAIN, data.split == VAL
     threads = max(1, torch.get_num_threads())
     pipeline = build_pipeline(
-        config, layer_widths(config, features), train_size=int(train.sum()), seed=settings.seed, threads=threads
+        config, layer_widths(config, features), labels[train], seed=settings.seed, threads=threads
     )
     prepare, classifier = pipeline[:-1], pipeline[-1]
     with warnings.catch_warnings():
