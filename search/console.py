@@ -21,7 +21,14 @@ STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialS
 
 
 def format_params(params: dict[str, object], keys: tuple[str, ...] = KEY_PARAMS) -> str:
-    shown = [(k, params[k]) for k in keys if k in params] or list(params.items())[:6]
+    """The choices that tell trials apart, on one line; features trials as their layers and classifier."""
+    if "clf_name" in params:
+        layers = [k.removeprefix("feat_use_") for k, v in params.items() if k.startswith("feat_use_") and v]
+        shown = [("layers", "+".join(layers))] + [
+            (k, v) for k, v in params.items() if k.startswith(("clf_", "feat_pca_dims"))
+        ]
+    else:
+        shown = [(k, params[k]) for k in keys if k in params] or list(params.items())[:6]
     return " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)
 
 
