@@ -236,17 +236,15 @@ def _outcome(
         )
         return 130
     failures = [w for w in workers if w.process.returncode not in (0, 130) and w.process.returncode >= 0]
-    if failures:
-        for line in dict.fromkeys(w.error_line() for w in failures):  # N workers with one bad input: one line
-            errors.print(line if line.startswith("error:") else f"error: {line}", markup=False, highlight=False)
+    lines = list(dict.fromkeys(w.error_line() for w in failures))  # N workers with one bad input: one line
+    complete = study is not None and (finished >= spec.trials or (spec.timeout is not None and not failures))
+    if study is None or not complete:
+        for line in lines or [f"the workers ended with {finished} of {spec.trials} finished trials"]:
+            line = line if line.startswith("error:") else f"error: {line}"
+            errors.print(line if lines else f"{line}; run the same command to resume", markup=False, highlight=False)
         return 2 if any(w.process.returncode == 2 for w in failures) else 1
-    if study is None or (finished < spec.trials and spec.timeout is None):
-        errors.print(
-            f"[red]error:[/] the workers ended with {finished} of {spec.trials} finished trials; "
-            "run the same command to resume",
-            highlight=False,
-        )
-        return 1
+    for line in lines:  # the others finished the study, but a crashed worker deserves a line
+        errors.print(f"warning: a worker stopped early ({line})", markup=False, highlight=False)
     console.print(summary_table(study, spec))
     console.print(closing_message(study, spec, time.monotonic() - started), highlight=False)
     return 0

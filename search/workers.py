@@ -143,7 +143,8 @@ def fail_trials_of(study: optuna.Study, worker: str, reason: str) -> list[int]:
     The heartbeat would do the same after its grace period; a parent that saw its child die need not wait.
     """
     storage = study._storage  # the study's own storage: its stale-trial callback does the retrying
-    retry = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, optuna.storages.RDBStorage) else None
+    retry_of = getattr(storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages, cached or not
+    retry = retry_of() if retry_of is not None else None
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get(WORKER_ATTR) != worker:

@@ -1,0 +1,128 @@
+"""`--workers N` on the default SQLite storage: real worker processes sharing one study.
+
+The whole study is counted (N to N + workers - 1 finished trials), a worker killed with SIGKILL
+mid-trial loses nothing (its trial is failed and run again with the same parameters), and Ctrl-C
+stops every worker without leaving a RUNNING trial.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.storage import heartbeat_interval
+from search.workers import SEED_STRIDE, Tally, worker_index, worker_seed
+from tests._workers import (
+    assert_retried,
+    finish,
+    finished,
+    kill_worker_of,
+    load,
+    setup_workdir,
+    start,
+    states,
+    wait_for_running,
+)
+
+
+def sqlite_url(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'studies' / 'optuna.db'}"
+
+
+def test_three_workers_share_one_study_and_count_it_whole(tmp_path: Path) -> None:
+    flags = setup_workdir(tmp_path)
+    output = finish(start(tmp_path, *flags, "--trials", "5", "--workers", "3"))
+    assert "3 workers on study many" in output, output
+    assert "best trials of many" in output, output
+    study = load(sqlite_url(tmp_path))
+    assert study is not None
+    assert 5 <= len(finished(study)) <= 5 + 3 - 1, states(study)
+    assert states(study)["RUNNING"] == 0 and states(study)["FAIL"] == 0, states(study)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))), "trial numbers are unique and gapless"
+    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2, "the trials were shared out"
+    assert len({t.params["lr"] for t in study.trials}) == len(study.trials), "each worker samples its own"
+
+
+def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
+    flags = setup_workdir(tmp_path, hold=[0])
+    parent = start(tmp_path, *flags, "--trials", "3", "--workers", "2")
+    try:
+        killed = wait_for_running(sqlite_url(tmp_path), 0, [parent])
+        pid = kill_worker_of(killed)
+    finally:
+        output = finish(parent)
+    assert parent.returncode == 0, output
+    assert f"(pid {pid}) was killed by SIGKILL; its trial #0 failed and queued again" in output, output
+    study = load(sqlite_url(tmp_path))
+    assert study is not None
+    assert_retried(study, killed)
+    assert "killed by SIGKILL" in study.trials[0].user_attrs["fail_reason"]
+    assert 3 <= len(finished(study)) <= 4 and states(study)["RUNNING"] == 0, states(study)
+
+
+def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path: Path) -> None:
+    flags = setup_workdir(tmp_path, hold=[0, 1])
+    command = [*flags, "--trials", "3", "--workers", "2"]
+    parent = start(tmp_path, *command)
+    try:
+        for number in (0, 1):
+            wait_for_running(sqlite_url(tmp_path), number, [parent])
+        parent.send_signal(signal.SIGINT)
+    finally:
+        output = finish(parent)
+    assert parent.returncode == 130, output
+    assert "interrupted" in output and "Run the same command to resume" in output, output
+    study = load(sqlite_url(tmp_path))
+    assert study is not None
+    assert states(study) == {"FAIL": 2}, states(study)
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+
+    (tmp_path / "hold").unlink()
+    resumed = start(tmp_path, *command)
+    output = finish(resumed)
+    assert resumed.returncode == 0, output
+    study = load(sqlite_url(tmp_path))
+    assert study is not None
+    assert 3 <= len(finished(study)) <= 4 and states(study)["RUNNING"] == 0, states(study)
+
+
+def test_bad_input_with_many_workers_is_one_line(tmp_path: Path) -> None:
+    flags = setup_workdir(tmp_path)
+    process = start(tmp_path, *flags, "--data", "nope", "--trials", "2", "--workers", "2")
+    output = finish(process)
+    assert process.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "data 'nope' is not a folder that exists" in errors[0], output
+    assert "Traceback" not in output
+
+
+def test_worker_index_seeds_and_heartbeat_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TRANSFER_SEARCH_WORKER", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX", "TRANSFER_SEARCH_HEARTBEAT"):
+        monkeypatch.delenv(name, raising=False)
+    assert worker_index() == 0 and worker_seed(7, 3) == 10
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    assert worker_index() == 4 and worker_seed(7, 3) == 10 + 4 * SEED_STRIDE
+    monkeypatch.setenv("TRANSFER_SEARCH_WORKER", "1")
+    assert worker_index() == 1
+    assert heartbeat_interval() == 60
+    monkeypatch.setenv("TRANSFER_SEARCH_HEARTBEAT", "5")
+    assert heartbeat_interval() == 5
+    monkeypatch.setenv("TRANSFER_SEARCH_HEARTBEAT", "soon")
+    with pytest.raises(Exception, match="must be a whole number of seconds"):
+        heartbeat_interval()
+
+
+def test_running_trials_elsewhere_count_toward_the_target() -> None:
+    study = optuna.create_study()
+    running = study.ask()
+    study.tell(study.ask(), 1.0)
+    assert Tally.of(study) == Tally(finished=1, running=1, waiting=0)
+    assert Tally.of(study).covers(2) and not Tally.of(study).covers(3)
+    study.enqueue_trial({"x": 1.0})
+    assert not Tally.of(study).covers(2), "a queued trial (a dead worker's retry) is always run"
+    study.tell(running, state=optuna.trial.TrialState.FAIL)
+    assert not Tally.of(study).covers(2)
