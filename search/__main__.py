@@ -73,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report(args: argparse.Namespace, console: Console) -> int:
     from search.report import write_report
-    from search.results import artifact_store_for, load_existing_study
+    from search.results import artifact_store_for, best_trial, load_existing_study
     from search.runner import resolve_device
 
     study = load_existing_study(args.storage, args.study_name)
+    best_trial(study)  # no completed trial: say so before anything else
     store = artifact_store_for(study, args.artifact_dir)
     out = args.out or Path("studies") / study.study_name
     markdown, html = write_report(study, store, out, device=resolve_device(args.device))
@@ -102,11 +103,12 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
-    from search.export import export_model
+    from search.export import chosen_trial, export_model
     from search.results import artifact_store_for, load_existing_study
     from search.runner import resolve_device
 
     study = load_existing_study(args.storage, args.study_name)
+    chosen_trial(study, args.trial)  # no such trial: say so before looking for its files
     store = artifact_store_for(study, args.artifact_dir)
     trial = export_model(study, store, args.out, trial_number=args.trial, device=resolve_device(args.device))
     console.print(
@@ -128,8 +130,8 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
         write_csv(predictions, args.out)
         console.print(f"wrote {len(predictions)} predictions to {args.out}", highlight=False)
     else:
-        for p in predictions:
-            console.print(f"{p.path}\t{p.label}\t{p.probability:.4f}", highlight=False, soft_wrap=True)
+        # tab-separated, one line per image: easy to read, sort, cut or paste into a sheet
+        sys.stdout.write("".join(f"{p.path}\t{p.label}\t{p.probability:.4f}\n" for p in predictions))
     return 0
 
 

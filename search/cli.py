@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     console.print(summary_table(study, spec))
-    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False)
+    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False, soft_wrap=True)
     return 0
 
 
