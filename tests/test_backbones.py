@@ -112,3 +112,27 @@ def test_offline_torchvision_weights_name_the_alternatives(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "--weights FILE" in done.stderr and "--backbone efficientnet_lite0" in done.stderr
+
+
+def test_vgg16_taps_use_the_keras_layer_names() -> None:
+    """The features space taps VGG16 by the names the seed reports use, fc1 and fc2 included."""
+    from search.feature_cache import FeatureExtractor
+
+    vgg = create_backbone("vgg16", pretrained="none")
+    convs = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), start=1) for c in range(1, n + 1)]
+    assert vgg.feature_layers == (*convs, "fc1", "fc2")
+    extractor = FeatureExtractor(vgg.tap_model(), vgg.taps, mean=vgg.mean, std=vgg.std, device=torch.device("cpu"))
+    pooled = extractor(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), ("block1_conv1", "block5_conv3", "fc2"))
+    assert {k: v.shape for k, v in pooled.items()} == {
+        "block1_conv1": (2, 2, 64),
+        "block5_conv3": (2, 2, 512),
+        "fc2": (2, 2, 4096),
+    }
+    assert not any(p.requires_grad for p in vgg.tap_model().parameters())
+    assert create_backbone("resnet18", pretrained="none").feature_layers == (
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    )
