@@ -25,6 +25,8 @@ from rich.console import Console
 
 import search
 from search.console import StudyProgress, closing_message, summary_table
+from search.runner import resolve_device
+from search.sources import TORCHVISION_DATASETS, open_source
 from search.spec import StudySpec, mask_password
 from search.storage import open_storage
 from search.workers import FINISHED, WORKER_ENV, fail_trials_of, worker_id
@@ -188,6 +190,9 @@ def run_workers(
 ) -> int:
     """Start `spec.workers` workers on one study, show their progress as one, and return the exit code."""
     get_space(spec.space)  # cheap checks first: a typo must not start N processes that all say so
+    resolve_device(spec.device)
+    if spec.data.lower() not in TORCHVISION_DATASETS:  # a folder is listed in a moment; a download is the workers' job
+        open_source(spec.data, root=spec.data_root)
     storage = open_storage(spec.storage)  # creates the database and its tables once, before the workers race
     console.print(
         f"{spec.workers} workers on study [bold]{spec.name}[/] in {mask_password(spec.storage)}", highlight=False

@@ -2,7 +2,8 @@
 
 The whole study is counted (N to N + workers - 1 finished trials), a worker killed with SIGKILL
 mid-trial loses nothing (its trial is failed and run again with the same parameters), and Ctrl-C
-stops every worker without leaving a RUNNING trial.
+stops every worker without leaving a RUNNING trial. Resuming is the same code as with one worker
+(tests/test_cli.py); tests/test_postgres.py resumes after Ctrl-C on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search.cli import main
 from search.storage import heartbeat_interval
 from search.workers import SEED_STRIDE, Tally, worker_index, worker_seed
 from tests._workers import (
@@ -32,42 +34,33 @@ def sqlite_url(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'studies' / 'optuna.db'}"
 
 
-def test_three_workers_share_one_study_and_count_it_whole(tmp_path: Path) -> None:
-    flags = setup_workdir(tmp_path)
-    output = finish(start(tmp_path, *flags, "--trials", "5", "--workers", "3"))
-    assert "3 workers on study many" in output, output
-    assert "best trials of many" in output, output
-    study = load(sqlite_url(tmp_path))
-    assert study is not None
-    assert 5 <= len(finished(study)) <= 5 + 3 - 1, states(study)
-    assert states(study)["RUNNING"] == 0 and states(study)["FAIL"] == 0, states(study)
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(len(numbers))), "trial numbers are unique and gapless"
-    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2, "the trials were shared out"
-    assert len({t.params["lr"] for t in study.trials}) == len(study.trials), "each worker samples its own"
-
-
-def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
+def test_three_workers_share_one_study_and_a_killed_one_loses_nothing(tmp_path: Path) -> None:
     flags = setup_workdir(tmp_path, hold=[0])
-    parent = start(tmp_path, *flags, "--trials", "3", "--workers", "2")
+    parent = start(tmp_path, *flags, "--trials", "4", "--workers", "3")
     try:
         killed = wait_for_running(sqlite_url(tmp_path), 0, [parent])
         pid = kill_worker_of(killed)
     finally:
         output = finish(parent)
     assert parent.returncode == 0, output
+    assert "3 workers on study many" in output and "best trials of many" in output, output
     assert f"(pid {pid}) was killed by SIGKILL; its trial #0 failed and queued again" in output, output
     study = load(sqlite_url(tmp_path))
     assert study is not None
     assert_retried(study, killed)
     assert "killed by SIGKILL" in study.trials[0].user_attrs["fail_reason"]
-    assert 3 <= len(finished(study)) <= 4 and states(study)["RUNNING"] == 0, states(study)
+    assert 4 <= len(finished(study)) <= 4 + 3 - 1, states(study)
+    assert states(study)["RUNNING"] == 0 and states(study)["FAIL"] == 1, states(study)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))), "trial numbers are unique and gapless"
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 3, "every worker ran trials"
+    fresh = [t for t in study.trials if "failed_trial" not in t.system_attrs]
+    assert len({t.params["lr"] for t in fresh}) == len(fresh), "each worker samples its own"
 
 
-def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_every_worker_and_leaves_no_running_trial(tmp_path: Path) -> None:
     flags = setup_workdir(tmp_path, hold=[0, 1])
-    command = [*flags, "--trials", "3", "--workers", "2"]
-    parent = start(tmp_path, *command)
+    parent = start(tmp_path, *flags, "--trials", "3", "--workers", "2")
     try:
         for number in (0, 1):
             wait_for_running(sqlite_url(tmp_path), number, [parent])
@@ -81,23 +74,16 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(tmp_path: Path) 
     assert states(study) == {"FAIL": 2}, states(study)
     assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
 
-    (tmp_path / "hold").unlink()
-    resumed = start(tmp_path, *command)
-    output = finish(resumed)
-    assert resumed.returncode == 0, output
-    study = load(sqlite_url(tmp_path))
-    assert study is not None
-    assert 3 <= len(finished(study)) <= 4 and states(study)["RUNNING"] == 0, states(study)
 
-
-def test_bad_input_with_many_workers_is_one_line(tmp_path: Path) -> None:
-    flags = setup_workdir(tmp_path)
-    process = start(tmp_path, *flags, "--data", "nope", "--trials", "2", "--workers", "2")
-    output = finish(process)
-    assert process.returncode == 2, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "data 'nope' is not a folder that exists" in errors[0], output
-    assert "Traceback" not in output
+def test_bad_input_is_caught_before_any_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", "nope", "--trials", "2", "--workers", "3"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith("error: data 'nope' is not a folder that exists"), captured.err
+    assert "worker 0" not in captured.out
+    assert not (tmp_path / "studies").exists(), "a rejected input leaves nothing behind"
 
 
 def test_worker_index_seeds_and_heartbeat_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
