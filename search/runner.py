@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import open_artifact_store
-from search.backbones import Backbone, create_backbone
+from search.backbones import create_backbone
 from search.configs import SpaceContext
-from search.dataset import (
-    SPLIT_ATTR,
-    Dataset,
-    check_readable,
-    dataset_of,
-    decode_source,
-    decoded_batches,
-    stratified_split,
-    typical_size,
-    warn_ignored,
-)
+from search.dataset import SPLIT_ATTR, Dataset, decode_source, stratified_split, typical_size
 from search.errors import StudyAborted, UserError
 from search.evaluation import finish_study
-from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+from search.feature_cache import FeatureCache, FeatureExtractor
+from search.feature_data import fine_tuned_for, stream_features
 from search.objective import Resources, TrialFailed, make_objective
 from search.prefix_cache import FrozenPrefixCache
-from search.sources import ImageSource, class_counts, open_source
+from search.sources import class_counts, open_source
 from search.spec import IDENTITY_FIELDS, StudySpec, default_image_size
 from search.storage import open_storage
-from search.trained_model import FineTunedSource, fine_tuned_source
 from search.training import TrainSettings
 from search.workers import StopWhenCovered, rounds, tagged, worker_seed
 from spaces import Space, get_space
 
-log = logging.getLogger(__name__)
-
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -155,45 +140,6 @@ def _data_record(data: Dataset) -> dict[str, Any]:
     }
 
 
-def _fine_tuned_source(
-    spec: StudySpec, space: Space, storage: optuna.storages.BaseStorage, store: Any, backbone: Backbone
-) -> FineTunedSource | None:
-    """The finetune trial named by --from-trial, checked against this study's backbone and space."""
-    if spec.from_trial is None:
-        return None
-    if space.kind != "features":
-        raise UserError("--from-trial taps a fine-tuned network for --space features; drop it for other spaces")
-    tuned = fine_tuned_source(spec.from_trial, storage, store, backbone=backbone)
-    if tuned.spec.get("backbone") != backbone.name:
-        raise UserError(
-            f"trial {spec.from_trial} fine-tuned {tuned.spec.get('backbone')}; add --backbone {tuned.spec.get('backbone')}"
-        )
-    return tuned
-
-
-def _stream_features(
-    spec: StudySpec, source: ImageSource, extractor: FeatureExtractor, weights: str
-) -> tuple[Dataset, FeatureCache]:
-    """Fill (or reuse) the on-disk feature cache by streaming the images; the dataset keeps labels only."""
-    assert spec.image_size is not None
-    key = FeatureKey(spec.backbone, weights, spec.image_size, source.fingerprint(), len(source))
-    cache = FeatureCache(spec.cache_dir, key, extractor)
-    warn_ignored(source)
-    bad: list[str] = []
-
-    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
-        for indices, images, reasons in decoded_batches(source, image_size=key.image_size, batch_size=EXTRACT_BATCH):
-            bad.extend(reasons)
-            yield indices, images, reasons
-
-    good = cache.ensure(batches)
-    if cache.extractions:
-        check_readable(source, int(good.sum()), bad)
-    elif not good.all():
-        log.warning("skipping %d images that could not be read when their features were cached", int((~good).sum()))
-    return dataset_of(source, good, None, image_size=key.image_size), cache
-
-
 def prepare(spec: StudySpec) -> PreparedStudy:
     """Open the study and build data, backbone and caches once for this process."""
     space = get_space(spec.space)  # cheap checks first: a typo must not create a database
@@ -203,7 +149,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     storage = open_storage(spec.storage)
     artifact_store = open_artifact_store(spec.artifact_dir)
     stored = _stored_study(storage, spec.name)
-    tuned = _fine_tuned_source(spec, space, storage, artifact_store, backbone)
+    tuned = fine_tuned_for(spec, space.kind, storage, artifact_store, backbone)
     stored_size = stored.attrs.get("spec", {}).get("image_size") if stored else None
     image_size = (
         spec.image_size
@@ -219,7 +165,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     if space.kind == "features":
         tap_model, taps = tuned.tap_model() if tuned else (backbone.tap_model(), backbone.taps)
         extractor = FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=device)
-        data, features = _stream_features(spec, source, extractor, weights)
+        data, features = stream_features(spec, source, extractor, weights)
     else:
         data = decode_source(source, image_size=image_size)
     if stored is not None:
