@@ -1,0 +1,89 @@
+"""Small finished studies shared by the result tests (artifacts, report, export/predict, browser).
+
+Each is built once per test session, under pytest's base temp folder, by the real CLI on real
+SQLite: the tests that read results then cost seconds, not a study each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from PIL import Image
+
+from search.cli import main
+from search.dataset import SPLIT_CODES
+from search.sources import TEST, open_source
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1", "--seed", "0"]
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    name: str
+    folder: Path  # holds optuna.db and artifacts/
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{self.folder / 'optuna.db'}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.folder / "artifacts"
+
+    def load(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.storage)
+
+    def args(self) -> list[str]:
+        """The flags that point a result command at this study."""
+        return ["--study-name", self.name, "--storage", self.storage]
+
+
+def finished_study(factory: pytest.TempPathFactory, space: str, *extra: str, trials: int = 4) -> FinishedStudy:
+    """A `space` study on the bundled digits, run once per session by `run_study.py`'s main."""
+    folder = factory.getbasetemp() / f"results-{space}"
+    study = FinishedStudy(name=f"results-{space}", folder=folder)
+    if not (folder / "done").exists():
+        folder.mkdir(exist_ok=True)
+        args = ["--space", space, "--trials", str(trials), *FAST, *extra, "--study-name", study.name]
+        args += ["--storage", study.storage, "--artifact-dir", str(study.artifact_dir)]
+        args += ["--cache-dir", str(folder / "feature_cache")]
+        assert main(args) == 0
+        (folder / "done").touch()
+    return study
+
+
+def run_search(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m search ...` as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_test_digits(study: optuna.Study, out: Path) -> Path:
+    """The study's test-split digits as PNG files in class folders, as a user would have them on disk."""
+    source = open_source("digits", root=Path("studies/datasets"))
+    storage = study._storage
+    split = storage.get_study_system_attrs(study._study_id)["data_split"]
+    for index, code in enumerate(split):
+        if code == SPLIT_CODES[TEST]:
+            folder = out / source.class_names[int(source.labels[index])]
+            folder.mkdir(parents=True, exist_ok=True)
+            with source.decode(index) as image:
+                image.save(folder / f"digit_{index}.png")
+    return out
+
+
+def png_ok(path: Path) -> tuple[int, int]:
+    """The size of a readable PNG; raises when the file is not one."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()
+        return image.size

@@ -1,0 +1,116 @@
+"""Per-trial artifacts and the held-out test evaluation, on a small finished study."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+
+from search.artifacts import (
+    CONFUSION_FILE,
+    CURVES_FILE,
+    PER_CLASS_FILE,
+    fetch_artifact,
+    read_per_class,
+    save_trial_artifacts,
+    trial_artifacts,
+)
+from search.dataset import Dataset
+from search.evaluation import TEST_ATTR, evaluate_on_test, stored_test_part
+from search.sources import TEST, VAL
+from search.training import EpochMetrics, TrialResult
+from tests.results_study import FinishedStudy, finished_study, png_ok
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
+    return finished_study(tmp_path_factory, "finetune")
+
+
+def test_every_finished_trial_has_readable_curves_confusion_matrix_and_per_class_scores(
+    study: FinishedStudy, tmp_path: Path
+) -> None:
+    loaded = study.load()
+    store = FileSystemArtifactStore(str(study.artifact_dir))
+    classes = loaded.user_attrs["data"]["classes"]
+    val_count = loaded.user_attrs["data"]["split_counts"]["val"]
+    finished = loaded.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert finished
+    for trial in finished:
+        ids = trial_artifacts(loaded, trial)
+        assert {CURVES_FILE, CONFUSION_FILE, PER_CLASS_FILE} <= set(ids), (trial.number, ids)
+        folder = tmp_path / str(trial.number)
+        folder.mkdir()
+        files = {name: fetch_artifact(store, ids[name], folder / name) for name in ids}
+        curves, confusion, per_class = (files[CURVES_FILE], files[CONFUSION_FILE], files[PER_CLASS_FILE])
+        assert curves is not None and confusion is not None and per_class is not None
+        assert png_ok(curves)[0] >= 400 and png_ok(confusion)[0] >= 300
+        assert curves.stat().st_size < 200_000 and confusion.stat().st_size < 200_000, "small files"
+        rows = read_per_class(per_class)
+        assert [r["class"] for r in rows] == classes
+        assert sum(int(r["support"]) for r in rows) == val_count
+        assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("precision", "recall", "f1"))
+        assert 0.0 <= trial.user_attrs["val_macro_f1"] <= 1.0
+
+
+def test_best_trial_is_scored_once_on_the_test_split(study: FinishedStudy) -> None:
+    loaded = study.load()
+    record = loaded.user_attrs[TEST_ATTR]
+    assert record["trial"] == loaded.best_trial.number
+    test_count = loaded.user_attrs["data"]["split_counts"]["test"]
+    assert record["images"] == test_count
+    assert sum(map(sum, record["confusion"])) == test_count
+    assert record["accuracy"] == pytest.approx(np.trace(np.asarray(record["confusion"])) / test_count)
+    assert len(record["per_class"]) == len(loaded.user_attrs["data"]["classes"])
+    assert 0.0 <= record["macro_f1"] <= 1.0
+    # a second call (another worker finishing) reuses the stored evaluation: no data is decoded
+    store = FileSystemArtifactStore(str(study.artifact_dir))
+    again = evaluate_on_test(loaded, store, device=torch.device("cpu"), test_part=_never)
+    assert again == record
+
+
+def _never() -> tuple[torch.Tensor, torch.Tensor]:
+    raise AssertionError("the stored evaluation is current; nothing should be decoded")
+
+
+def test_stored_test_part_is_the_study_test_split(study: FinishedStudy, digits: Dataset) -> None:
+    """The streamed test images (report, features studies) are the in-memory ones of the same split."""
+    loaded = study.load()
+    images, labels = stored_test_part(loaded)
+    storage = loaded._storage
+    split = storage.get_study_system_attrs(loaded._study_id)["data_split"]
+    same = digits.with_split(split)
+    expected_images, expected_labels = same.part(TEST)
+    assert torch.equal(labels, expected_labels)
+    assert torch.equal(images, expected_images)
+
+
+def test_curves_only_where_there_are_epochs(small_digits: Dataset, tmp_path: Path) -> None:
+    """A classifier fitted in one step (no history) gets its confusion matrix and scores, no curves."""
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = optuna.create_study()
+    labels = small_digits.labels.numpy()[small_digits.split == VAL]
+    probabilities = np.eye(small_digits.num_classes, dtype=np.float32)[labels]
+    epoch = EpochMetrics(1, 0.5, 0.8, 0.4, 1.0, 0.1)
+    one_step = TrialResult("complete", epoch, [], 0.1, val_probabilities=probabilities)
+    with_epochs = dataclasses.replace(one_step, history=[epoch])
+    pruned_without_scores = dataclasses.replace(with_epochs, status="pruned", val_probabilities=None)
+    diverged = dataclasses.replace(with_epochs, status="diverged")
+    assert save_trial_artifacts(study.ask(), one_step, small_digits, store) == [CONFUSION_FILE, PER_CLASS_FILE]
+    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, store) == [
+        CURVES_FILE,
+        CONFUSION_FILE,
+        PER_CLASS_FILE,
+    ]
+    assert save_trial_artifacts(study.ask(), pruned_without_scores, small_digits, store) == [CURVES_FILE]
+    assert save_trial_artifacts(study.ask(), diverged, small_digits, store) == []
+    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, None) == []
+    first = study.trials[0]
+    assert first.user_attrs["val_macro_f1"] == 1.0
+    assert set(trial_artifacts(study, first)) == {CONFUSION_FILE, PER_CLASS_FILE}
