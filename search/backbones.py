@@ -115,6 +115,7 @@ def create_backbone(name: str, *, pretrained: str = "imagenet", weights_file: Pa
         raise UserError(f"--weights {weights_file} is not a file; pass a saved state dict (.pth)")
     backbone = _REGISTRY[name](pretrained, weights_file)
     freeze(backbone.tap_model())
+    backbone.stages.eval()  # the ModuleDict too: channels_at restores its mode onto every stage
     return backbone
 
 
