@@ -136,3 +136,10 @@ def test_vgg16_taps_use_the_keras_layer_names() -> None:
         "layer3",
         "layer4",
     )
+
+
+def test_a_created_backbone_stays_in_eval_mode() -> None:
+    """Shared stages run in eval mode (batch norm uses its running statistics), even after channels_at."""
+    created = create_backbone("efficientnet_lite0")
+    created.channels_at("block4")
+    assert not created.stages.training and not any(m.training for m in created.stages.modules())
