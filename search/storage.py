@@ -94,11 +94,18 @@ def _create_database(parsed: URL, shown: str) -> None:
         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
     try:
-        with engine.connect() as connection:
-            quoted = engine.dialect.identifier_preparer.quote(str(name))
-            connection.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
-    except ProgrammingError as exc:
-        if "already exists" in str(exc):  # another worker created it a moment ago
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                with engine.connect() as connection:
+                    quoted = engine.dialect.identifier_preparer.quote(str(name))
+                    connection.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
+                return
+            except OperationalError as exc:  # workers creating it at once: "template1 is being accessed"
+                if "being accessed by other users" not in str(exc) or attempt == SCHEMA_RACE_RETRIES:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+    except (ProgrammingError, IntegrityError) as exc:
+        if "already exists" in str(exc) or isinstance(exc, IntegrityError):  # another worker created it just now
             return
         user = parsed.username or "this user"
         raise UserError(

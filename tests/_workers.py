@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.conftest import write_image_folder
@@ -69,24 +70,36 @@ def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 300) -> str:
-    """Wait for a process we started and return its output; kill it by pid if it hangs."""
+    """Wait for a process we started and return its output; stop it by pid if it hangs."""
     try:
         output, _ = process.communicate(timeout=timeout)
     finally:
+        stop(process)
+    return output
+
+
+def stop(*processes: subprocess.Popen[str]) -> None:
+    """SIGTERM (a parent passes it on to its workers, a worker fails its trial), then SIGKILL if need be."""
+    for process in processes:
         if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return output
 
 
 def load(storage: str) -> optuna.Study | None:
     """The study, or None while the workers have not created it (or its database) yet."""
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
         return None  # opening it here would race the workers creating its tables
-    try:
-        return optuna.load_study(study_name=STUDY, storage=storage)
-    except KeyError:
-        return None
+    try:  # never creates tables: that would race the workers doing so
+        rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True, skip_compatibility_check=True)
+        return optuna.load_study(study_name=STUDY, storage=rdb)
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        return None  # no such study, tables or database yet
 
 
 def wait_for_running(storage: str, number: int, processes: Sequence[subprocess.Popen[str]]) -> FrozenTrial:

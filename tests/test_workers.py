@@ -26,6 +26,7 @@ from tests._workers import (
     setup_workdir,
     start,
     states,
+    stop,
     wait_for_running,
 )
 
@@ -40,8 +41,10 @@ def test_three_workers_share_one_study_and_a_killed_one_loses_nothing(tmp_path: 
     try:
         killed = wait_for_running(sqlite_url(tmp_path), 0, [parent])
         pid = kill_worker_of(killed)
-    finally:
-        output = finish(parent)
+    except BaseException:
+        stop(parent)
+        raise
+    output = finish(parent)
     assert parent.returncode == 0, output
     assert "3 workers on study many" in output and "best trials of many" in output, output
     assert f"(pid {pid}) was killed by SIGKILL; its trial #0 failed and queued again" in output, output
@@ -64,9 +67,9 @@ def test_ctrl_c_stops_every_worker_and_leaves_no_running_trial(tmp_path: Path) -
     try:
         for number in (0, 1):
             wait_for_running(sqlite_url(tmp_path), number, [parent])
-        parent.send_signal(signal.SIGINT)
     finally:
-        output = finish(parent)
+        parent.send_signal(signal.SIGINT)
+    output = finish(parent)
     assert parent.returncode == 130, output
     assert "interrupted" in output and "Run the same command to resume" in output, output
     study = load(sqlite_url(tmp_path))
