@@ -9,13 +9,15 @@ stops every worker without leaving a RUNNING trial. Resuming is the same code as
 from __future__ import annotations
 
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import optuna
 import pytest
 
 from search.cli import main
-from search.storage import heartbeat_interval
+from search.storage import heartbeat_interval, open_storage
 from search.workers import SEED_STRIDE, Tally, worker_index, worker_seed
 from tests._workers import (
     assert_retried,
@@ -115,3 +117,10 @@ def test_running_trials_elsewhere_count_toward_the_target() -> None:
     assert not Tally.of(study).covers(2), "a queued trial (a dead worker's retry) is always run"
     study.tell(running, state=optuna.trial.TrialState.FAIL)
     assert not Tally.of(study).covers(2)
+
+
+def test_sqlite_on_a_local_disk_uses_the_write_ahead_log(tmp_path: Path) -> None:
+    """Readers (the parent, the dashboard) never wait for a writing worker, and a commit costs one fsync."""
+    open_storage(f"sqlite:///{tmp_path / 'studies' / 'optuna.db'}")
+    with closing(sqlite3.connect(tmp_path / "studies" / "optuna.db")) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
