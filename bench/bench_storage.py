@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
@@ -44,7 +45,7 @@ def noop(trial: optuna.Trial) -> float:
 def open_any(url: str) -> optuna.storages.BaseStorage:
     """The runner's storage for SQLite/PostgreSQL URLs; `journal:PATH` for Optuna's journal file."""
     if url.startswith("journal:"):
-        backend = optuna.storages.journal.JournalFileBackend(url.removeprefix("journal:"))
+        backend = JournalFileBackend(url.removeprefix("journal:"))
         return optuna.storages.JournalStorage(backend)
     from search.storage import open_storage
 
@@ -124,6 +125,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
         return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console()
     table = Table(title=f"storage cost per no-op trial ({args.trials} trials per run, {os.cpu_count()} CPU cores)")
     for column in ("storage", "workers", "ms per trial (study wall time / trials)", "ms per trial in a worker"):
@@ -131,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for workers in WORKER_COUNTS:
             for label, url in (
-                ("SQLite (busy timeout, heartbeat)", f"sqlite:///{folder}/w{workers}.db"),
+                ("SQLite (WAL, busy timeout, heartbeat)", f"sqlite:///{folder}/w{workers}.db"),
                 ("journal file (no heartbeat)", f"journal:{folder}/w{workers}.log"),
             ):
                 wall, inside = measure(url, args.trials, workers)
