@@ -115,6 +115,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         f"exported trial {trial.number} of {study.study_name} to {args.out}; "
         f"try: python -m search predict --model {args.out} IMAGES...",
         highlight=False,
+        soft_wrap=True,
     )
     return 0
 
