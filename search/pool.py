@@ -97,10 +97,13 @@ def _read_stderr(worker: Worker, console: Console, verbose: bool) -> None:
             console.print(f"worker {worker.index}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def start_workers(spec: StudySpec, argv: Sequence[str], console: Console, *, verbose: bool) -> list[Worker]:
-    """The same command with --workers 1 (the last flag wins), each in its own session: Ctrl-C goes through us."""
+def start_workers(spec: StudySpec, argv: Sequence[str], console: Console, *, verbose: bool, into: list[Worker]) -> None:
+    """The same command with --workers 1 (the last flag wins), each in its own session: Ctrl-C goes through us.
+
+    Appended to `into` one by one, so that a Ctrl-C while starting them still stops those started.
+    """
     command = [sys.executable, "-c", CHILD_CODE, *argv, "--workers", "1"]
-    workers = []
+
     for index, (env, where) in enumerate(worker_environments(spec.workers, spec.device)):
         process = subprocess.Popen(
             command,
@@ -113,9 +116,8 @@ def start_workers(spec: StudySpec, argv: Sequence[str], console: Console, *, ver
         )
         worker = Worker(index, process)
         threading.Thread(target=_read_stderr, args=(worker, console, verbose), daemon=True).start()
-        workers.append(worker)
+        into.append(worker)
         console.print(f"worker {index}: pid {process.pid}, {where}", highlight=False)
-    return workers
 
 
 class StudyWatch:
@@ -203,7 +205,7 @@ def run_workers(
     interrupted = False
     with progress:
         try:
-            workers = start_workers(spec, argv, console, verbose=verbose)
+            start_workers(spec, argv, console, verbose=verbose, into=workers)
             while any(not w.handled for w in workers):
                 time.sleep(POLL_S)
                 watch.poll()
