@@ -55,7 +55,9 @@ def test_real_trials_on_digits_prune_a_hopeless_configuration(
 ) -> None:
     """Trained, not scripted: a barely-learning learning rate is pruned after a good trial."""
     settings = TrainSettings(max_epochs=3, patience=3, device=torch.device("cpu"), seed=0)
-    resources = Resources(small_digits, backbone, settings, cache=FrozenPrefixCache(backbone, small_digits, settings.device))
+    resources = Resources(
+        small_digits, backbone, settings, cache=FrozenPrefixCache(backbone, small_digits, settings.device)
+    )
     ctx = CTX.__class__(**{**CTX.__dict__, "device": "cpu", "train_size": 280})
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3))
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
