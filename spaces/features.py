@@ -29,7 +29,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     params: dict[str, object] = {}
     if classifier == "rf":
         params = {
-            "rf_n_estimators": trial.suggest_int("clf_rf_n_estimators", 50, 500, log=True),
+            "rf_n_estimators": trial.suggest_int("clf_rf_n_estimators", 20, 300, log=True),
             "rf_min_samples_leaf": trial.suggest_int("clf_rf_min_samples_leaf", 1, 20, log=True),
             "rf_max_features": trial.suggest_categorical("clf_rf_max_features", list(RF_MAX_FEATURES)),
             "rf_balanced": trial.suggest_categorical("clf_rf_balanced", [False, True]),
