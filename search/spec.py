@@ -31,7 +31,7 @@ MIN_IMAGE_SIZE = 32  # every backbone here downsamples by 32
 
 def mask_password(url: str) -> str:
     """The URL with any password replaced by ***, safe for logs and study attributes."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)  # up to the last @ before the path: p@ss too
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,4 @@ def test_passwords_never_shown() -> None:
     assert mask_password("postgresql://bob:s3cr%40t@db.lab:5432/optuna") == "postgresql://bob:***@db.lab:5432/optuna"
     assert mask_password("postgresql+psycopg://bob@db/optuna") == "postgresql+psycopg://bob@db/optuna"
     assert mask_password("sqlite:///studies/optuna.db") == "sqlite:///studies/optuna.db"
+    assert mask_password("postgresql://bob:p@ss@db/optuna") == "postgresql://bob:***@db/optuna"  # unencoded @
