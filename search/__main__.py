@@ -7,17 +7,15 @@ stderr and exit code 2, like `run_study.py`.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 from rich.console import Console
-from rich.logging import RichHandler
 from sqlalchemy.exc import SQLAlchemyError
 
+from search.console import configure_logging
 from search.errors import UserError
 from search.results import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
 from search.spec import DEVICES_HELP, mask_password
@@ -143,15 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=errors, show_path=False, show_time=False)],
-    )
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    configure_logging(errors, args.verbose)  # logs on stderr: predict's stdout stays machine-readable
     try:
         return COMMANDS[args.command](args, console)
     except UserError as exc:

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 import optuna
 from rich.console import Console
-from rich.logging import RichHandler
 from sqlalchemy.exc import SQLAlchemyError
 
 from search import runner
 from search.backbones import list_backbones
-from search.console import StudyProgress, closing_message, summary_table
+from search.console import StudyProgress, closing_message, configure_logging, summary_table
 from search.errors import StudyAborted, UserError
 from search.pool import run_workers
 from search.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
@@ -119,26 +116,12 @@ def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _configure_logging(console: Console, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-    )
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    # Each trial gets its own line (with a failed trial's reason); Optuna's own per-trial logs and
-    # failure tracebacks would repeat it, so they show only with --verbose.
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved."""
     args = build_parser().parse_args(argv)
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
-    _configure_logging(console, args.verbose)
+    configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
     started = time.monotonic()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
+import warnings
 from pathlib import Path
 from types import TracebackType
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -139,3 +142,18 @@ def summary_table(study: optuna.Study, spec: StudySpec, *, top: int = 5) -> Tabl
             format_params(trial.params),
         )
     return table
+
+
+def configure_logging(console: Console, verbose: bool) -> None:
+    """Log records through rich on `console`; Optuna's own messages only with --verbose."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    # Each trial gets its own line (with a failed trial's reason); Optuna's own per-trial logs and
+    # failure tracebacks would repeat it, so they show only with --verbose.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
