@@ -110,8 +110,8 @@ def wait_for_running(storage: str, number: int, processes: Sequence[subprocess.P
         study = load(storage)
         trials = [] if study is None else study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in trials:
-            if trial.number == number and "worker" in trial.user_attrs:
-                return trial
+            if trial.number == number and "worker" in trial.user_attrs and trial.params:
+                return trial  # inside the objective, past its suggestions
         time.sleep(0.5)
     raise AssertionError(f"trial {number} never ran")
 
@@ -137,5 +137,6 @@ def assert_retried(study: optuna.Study, killed: FrozenTrial) -> FrozenTrial:
     assert failed.state == TrialState.FAIL
     retries = [t for t in finished(study) if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1, [(t.number, t.state.name, t.system_attrs) for t in study.trials]
-    assert retries[0].params == killed.params
+    # the stored failed trial, not the snapshot taken while it ran: that may predate its suggestions
+    assert failed.params and retries[0].params == failed.params
     return retries[0]
