@@ -19,7 +19,7 @@ from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from search.configs import FeaturesConfig, FinetuneConfig
+from search.configs import FeaturesConfig, FinetuneConfig, config_class
 from search.errors import UserError
 from search.training import METRICS, TrialResult
 
@@ -72,6 +72,6 @@ def load_checkpoint(trial: FrozenTrial, store: Any, *, study_name: str) -> Any:
                 f"the model of trial {trial.number} of study '{study_name}' is missing from the artifact store; "
                 "pass the --artifact-dir the study was run with"
             ) from None
-        if "classifier" in trial.user_attrs.get("config", {}):  # a features trial
+        if config_class(trial.user_attrs.get("config", {})) is FeaturesConfig:
             return pickle.loads(path.read_bytes())["pipeline"]
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -121,6 +121,11 @@ class FeaturesConfig:
             raise UserError(f"features config: {'; '.join(problems)}")
 
 
+def config_class(values: dict[str, Any]) -> type[FinetuneConfig] | type[FeaturesConfig]:
+    """Which config a trial's stored `config` attribute holds: only a features config names a classifier."""
+    return FeaturesConfig if "classifier" in values else FinetuneConfig
+
+
 def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     """Build a config from a mapping; unknown keys and wrong types are errors that name them."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -123,6 +123,7 @@ class FeatureCache:
         self.folder = root / key.folder_name()
         self.extractions = 0  # streamed passes of the backbone over the data: tests count these
         self.good: np.ndarray | None = None  # which source items were decoded, known after `ensure`
+        self._files: dict[str, np.ndarray] = {}  # memory-mapped, checked once by `ensure`
         self._loaded: dict[str, np.ndarray] = {}
 
     def ensure(self, batches: Batches, layers: tuple[str, ...] | None = None) -> np.ndarray:
@@ -136,9 +137,14 @@ class FeatureCache:
             ) from None
         with _locked(self.folder / ".lock"):
             items = self._read(ITEMS_FILE, shape=(self.key.items,))
-            missing = [layer for layer in layers if items is None or self._read(f"{layer}.npy") is None]
+            for layer in layers if items is not None else ():
+                found = self._read(f"{layer}.npy")
+                if found is not None:
+                    self._files[layer] = found
+            missing = [layer for layer in layers if layer not in self._files]
             if missing:
                 items = self._extract(batches, tuple(missing))
+                self._files |= {layer: np.load(self.folder / f"{layer}.npy", mmap_mode="r") for layer in missing}
         assert items is not None
         self.good = items.astype(bool)
         return self.good
@@ -149,7 +155,9 @@ class FeatureCache:
             raise RuntimeError("FeatureCache.layer before ensure")
         good = self.good
         if name not in self._loaded:
-            array = self._read(f"{name}.npy")
+            array = self._files.get(name)
+            if array is None:
+                array = self._read(f"{name}.npy")
             if array is None:
                 raise UserError(f"the feature cache lost {self.folder / name}.npy while in use; run the command again")
             self._loaded[name] = np.ascontiguousarray(array[good])

@@ -24,7 +24,7 @@ from torch import nn
 
 from search.backbones import Backbone, create_backbone, freeze
 from search.checkpoints import CHECKPOINT_ATTR, load_checkpoint
-from search.configs import FeaturesConfig, FinetuneConfig, config_from_dict
+from search.configs import FeaturesConfig, FinetuneConfig, config_class, config_from_dict
 from search.dataset import SPLIT_ATTR
 from search.errors import UserError
 from search.feature_cache import FeatureExtractor
@@ -205,7 +205,7 @@ def load_trial_model(
     backbone = _backbone_of(spec)
     config_values = trial.user_attrs.get("config", {})
     checkpoint = load_checkpoint(trial, store, study_name=study.study_name)
-    if "classifier" not in config_values:
+    if config_class(config_values) is FinetuneConfig:
         config = config_from_dict(FinetuneConfig, config_values)
         stages, head = finetuned_parts(backbone, config, checkpoint, len(class_names))
         network = nn.Sequential(OrderedDict([*stages.items(), ("head", head)]))
