@@ -39,7 +39,7 @@ from search.plots import DPI, plot_confusion, plot_curves
 from search.results import best_trial, completed_trials
 
 # The choices users compare first; other low-cardinality parameters follow in name order.
-MAIN_CHOICES = ("unfreeze_blocks", "augment", "classifier", "clf_name", "feature_layer", "backbone_cut", "opt_name")
+MAIN_CHOICES = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name", "clf_name", "feat_pca")  # finetune, features
 MAX_GROUPS = 6  # tables in "By choice"
 MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice
 TOP_TRIALS = 10
