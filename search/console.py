@@ -15,6 +15,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from search.evaluation import stored_evaluation
+from search.results import completed_trials
 from search.runner import finished_count
 from search.spec import StudySpec, mask_password
 
@@ -108,11 +110,10 @@ def report_command(spec: StudySpec) -> str:
 def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str:
     """What the run found on held-out data, and the commands to look closer."""
     lines = [f"finished in {seconds:.0f}s."]
-    best = _best_or_none(study)
-    test = study.user_attrs.get("test_evaluation")
-    if best is not None and isinstance(test, dict) and test.get("trial") == best.number:
+    test = stored_evaluation(study)  # only when it is for the current best trial
+    if test is not None:
         lines.append(
-            f"Best trial {best.number} on the {test['images']} held-out test images: "
+            f"Best trial {test['trial']} on the {test['images']} held-out test images: "
             f"accuracy {test['accuracy']:.2%}, macro F1 {test['macro_f1']:.3f}."
         )
     lines += [
@@ -126,9 +127,7 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str
 
 def summary_table(study: optuna.Study, spec: StudySpec, *, top: int = 5) -> Table:
     """The best completed trials, best first, with their accuracy and key choices."""
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    done.sort(key=lambda t: t.value or 0.0, reverse=reverse)
+    done = completed_trials(study)
     table = Table(title=f"best trials of {spec.name} ({len(done)} complete)")
     for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "params"):
         table.add_column(column)

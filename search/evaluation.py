@@ -23,18 +23,11 @@ from search.errors import UserError
 from search.metrics import Classification, classify
 from search.results import completed_trials
 from search.sources import TEST, open_source
-from search.trained_model import TrainedModel, load_trial_model
+from search.trained_model import load_trial_model
 
 log = logging.getLogger(__name__)
 
 TEST_ATTR = "test_evaluation"
-BATCH = 256  # images per forward pass: bounded memory for any test split
-
-
-def predict_batches(model: TrainedModel, images: torch.Tensor, *, batch: int = BATCH) -> np.ndarray:
-    """Class probabilities for uint8 images [N, 3, S, S], a batch at a time."""
-    parts = [model.predict_proba(images[start : start + batch]) for start in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(model.class_names)), np.float32)
 
 
 def stored_evaluation(study: optuna.Study) -> dict[str, Any] | None:
@@ -97,7 +90,7 @@ def evaluate_on_test(
         log.warning("study %s has no test images; the best trial is not evaluated on a test split", study.study_name)
         return None
     model = load_trial_model(study, best, store, device=device)
-    scores = classify(labels.numpy(), predict_batches(model, images), model.class_names)
+    scores = classify(labels.numpy(), model.predict_proba(images), model.class_names)
     record = {"trial": best.number, "images": len(labels), **scores.to_record()}
     study.set_user_attr(TEST_ATTR, record)
     return record

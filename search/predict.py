@@ -16,7 +16,6 @@ import torch
 
 from search.dataset import decode_image_file
 from search.errors import UserError
-from search.evaluation import predict_batches
 from search.sources import IMAGE_SUFFIXES
 from search.trained_model import TrainedModel
 
@@ -61,7 +60,7 @@ def predict_files(model: TrainedModel, files: list[Path]) -> list[Prediction]:
         if not decoded:
             continue
         images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
-        probabilities = predict_batches(model, images)
+        probabilities = model.predict_proba(images)
         for (path, _), row in zip(decoded, probabilities, strict=True):
             best = int(row.argmax())
             predictions.append(Prediction(path, model.class_names[best], float(row[best])))
