@@ -25,7 +25,7 @@ from rich.console import Console
 
 import search
 from search.console import StudyProgress, closing_message, summary_table
-from search.runner import resolve_device
+from search.runner import finished_count, resolve_device
 from search.sources import TORCHVISION_DATASETS, open_source
 from search.spec import StudySpec, mask_password
 from search.storage import open_storage
@@ -234,7 +234,7 @@ def _outcome(
     started: float,
 ) -> int:
     study = watch.study
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED)) if study is not None else 0
+    finished = finished_count(study) if study is not None else 0
     if interrupted:
         errors.print(
             f"[yellow]interrupted[/]: the workers' running trials are marked failed; {finished} finished trials "

@@ -11,12 +11,10 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from search.errors import UserError
 from search.spec import StudySpec, mask_password
-from search.storage import open_storage
+from search.storage import open_storage, parse_storage_url
 
 DEFAULT_STORAGE = StudySpec().storage
 DEFAULT_ARTIFACT_DIR = StudySpec().artifact_dir
@@ -24,11 +22,8 @@ DEFAULT_ARTIFACT_DIR = StudySpec().artifact_dir
 
 def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
     """The study database at `url`; a SQLite file that does not exist is refused, not created."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        parsed = None  # open_storage says what a database URL looks like
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    parsed = parse_storage_url(url)  # a malformed URL: the same one-line error as run_study.py's
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(str(parsed.database)).expanduser()
         if not path.is_file():
             raise UserError(

@@ -24,10 +24,9 @@ from search.sources import class_counts, open_source
 from search.spec import IDENTITY_FIELDS, StudySpec, default_image_size
 from search.storage import open_storage
 from search.training import TrainSettings
-from search.workers import StopWhenCovered, rounds, tagged, worker_seed
+from search.workers import FINISHED, StopWhenCovered, rounds, tagged, worker_seed
 from spaces import Space, get_space
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
