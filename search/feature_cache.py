@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from search.errors import UserError
+from search.prefix_cache import normalize_pixels
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,8 @@ class FeatureExtractor:
             nodes = {self.taps[layer]: layer for layer in layers}
             self._traced[layers] = create_feature_extractor(self.model, return_nodes=nodes)
         extractor = self._traced[layers]
-        x = (images.to(self.device).float() / 255.0 - _column(self.mean, self.device)) / _column(self.std, self.device)
+        x = normalize_pixels(images.to(self.device), self.mean, self.std)
         return {layer: pool(output).cpu().numpy() for layer, output in extractor(x).items()}
-
-
-def _column(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, device=device).view(1, 3, 1, 1)
 
 
 def pool(output: torch.Tensor) -> torch.Tensor:

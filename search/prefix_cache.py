@@ -21,11 +21,16 @@ DEFAULT_BUDGET_BYTES = 3 * 2**30  # a few frozen prefixes of a few thousand imag
 EXTRACT_BATCH = 256
 
 
+def normalize_pixels(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 NCHW -> float scaled to [0, 1] and standardised per channel, on the images' device."""
+    mean_column = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std_column = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean_column) / std_column
+
+
 def normalize(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
     """uint8 NCHW -> float normalised with the backbone's mean and std, on the images' device."""
-    mean = torch.tensor(backbone.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return normalize_pixels(images, backbone.mean, backbone.std)
 
 
 class FrozenPrefixCache:

@@ -30,6 +30,7 @@ from search.errors import UserError
 from search.feature_cache import FeatureExtractor
 from search.features_trainer import select_features
 from search.finetune_trainer import build_head
+from search.prefix_cache import normalize_pixels
 
 BUNDLE_FORMAT = "transfer-search-model/1"
 BUNDLE_FILE = "bundle.json"
@@ -74,14 +75,6 @@ def finetuned_tap_model(
     return model, {name: name for name in parts}
 
 
-def _normalize(
-    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-) -> torch.Tensor:
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (images.to(device).float() / 255.0 - m) / s
-
-
 @dataclass
 class FinetuneModel:
     """A fine-tuned network: the stages up to the cut and the trained head."""
@@ -99,7 +92,7 @@ class FinetuneModel:
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
         self.network.to(self.device).eval()
         chunks = [
-            self.network(_normalize(batch, self.mean, self.std, self.device)).float().softmax(1).cpu().numpy()
+            self.network(normalize_pixels(batch.to(self.device), self.mean, self.std)).float().softmax(1).cpu().numpy()
             for batch in images.split(PREDICT_BATCH)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
