@@ -40,6 +40,12 @@ def build_head(in_channels: int, config: FinetuneConfig, num_classes: int) -> nn
     return nn.Sequential(*layers)
 
 
+def stage_split(backbone: Backbone, config: FinetuneConfig) -> tuple[int, int]:
+    """(frozen, cut): stages [0, frozen) stay frozen and shared, stages [frozen, cut) are the trial's to train."""
+    cut = backbone.stage_index(config.cut) + 1
+    return cut - min(config.unfreeze_blocks, cut), cut
+
+
 def make_optimizer(config: FinetuneConfig, head: nn.Module, trunk: nn.Module) -> torch.optim.Optimizer:
     """One parameter group for the head, one with a lower learning rate for the unfrozen stages."""
     groups = [{"params": list(head.parameters()), "lr": config.lr}]
@@ -77,8 +83,7 @@ class _Network:
         cache: FrozenPrefixCache,
         settings: TrainSettings,
     ) -> None:
-        cut = backbone.stage_index(config.cut) + 1
-        self.frozen_stages = cut - min(config.unfreeze_blocks, cut)
+        self.frozen_stages, cut = stage_split(backbone, config)
         self.cache = cache
         self.device = settings.device
         self.augment = augmentation(config.augment)

@@ -29,7 +29,7 @@ from search.dataset import SPLIT_ATTR
 from search.errors import UserError
 from search.feature_cache import FeatureExtractor
 from search.features_trainer import select_features
-from search.finetune_trainer import build_head
+from search.finetune_trainer import build_head, stage_split
 from search.prefix_cache import normalize_pixels
 
 BUNDLE_FORMAT = "transfer-search-model/1"
@@ -53,8 +53,7 @@ def finetuned_parts(
     backbone: Backbone, config: FinetuneConfig, state: dict[str, torch.Tensor] | None, num_classes: int
 ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
     """The stages up to the cut with the trial's trained ones loaded (copies), and its head (untrained: state None)."""
-    cut = backbone.stage_index(config.cut) + 1
-    frozen = cut - min(config.unfreeze_blocks, cut)
+    frozen, cut = stage_split(backbone, config)
     stages = OrderedDict((name, copy.deepcopy(backbone.stages[name])) for name in backbone.stage_names[:cut])
     head = build_head(backbone.channels_at(config.cut), config, num_classes)
     if state is not None:
