@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 
 from search.configs import FeaturesConfig, FinetuneConfig, config_class
 from search.errors import UserError
-from search.training import METRICS, TrialResult
+from search.training import TrialResult, better
 
 CHECKPOINT_ATTR = "checkpoint_artifact_id"  # trial user attr: the artifact holding its trained model
 FINETUNE_FILE = "finetune_model.pt"  # tensors only: loads with weights_only=True
@@ -34,7 +34,7 @@ def beats_best(study: optuna.Study, value: float, metric: str) -> bool:
         best = study.best_value
     except ValueError:
         return True
-    return value < best if METRICS[metric] == "minimize" else value > best
+    return better(value, best, metric)
 
 
 def save_if_best(trial: optuna.Trial, config: object, result: TrialResult, store: Any, *, metric: str) -> str | None:

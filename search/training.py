@@ -27,11 +27,14 @@ class EpochMetrics:
         return self.val_loss if metric == "val_loss" else self.val_accuracy
 
 
+def better(candidate: float, incumbent: float, metric: str) -> bool:
+    """Whether a value of `metric` beats another in the metric's direction."""
+    return candidate < incumbent if METRICS[metric] == "minimize" else candidate > incumbent
+
+
 def is_better(candidate: EpochMetrics, incumbent: EpochMetrics, metric: str) -> bool:
     """Whether `candidate` beats `incumbent` in the study's direction."""
-    if METRICS[metric] == "minimize":
-        return candidate.value(metric) < incumbent.value(metric)
-    return candidate.value(metric) > incumbent.value(metric)
+    return better(candidate.value(metric), incumbent.value(metric), metric)
 
 
 class Reporter(Protocol):
