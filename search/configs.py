@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from search.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "light", "strong", "photo")
 POOLINGS = ("avg", "max", "both")
 CLASSIFIERS = ("rf", "svm", "logreg")
 SVM_KERNELS = ("rbf", "linear", "poly")
@@ -38,18 +38,20 @@ class FinetuneConfig:
 
     cut: str
     head_width: int
-    head_depth: int  # hidden layers before the classifier
+    head_depth: int  # hidden layers before the classifier; 0 = a linear classifier on the pooled features
     head_batchnorm: bool
-    head_dropout: float
+    head_dropout: float  # before each linear layer of the head
     weight_decay: float  # L2 on every trained weight
     optimizer: str
-    lr: float  # head learning rate
+    lr: float  # head learning rate at the peak of the schedule (after warm-up, before the cosine decay)
     momentum: float  # SGD only; 0 elsewhere
     batch_size: int
     unfreeze_blocks: int  # backbone stages trained, counting back from the cut; 0 = frozen backbone
     backbone_lr_factor: float  # backbone lr = lr * factor, lower so pretrained weights move slowly
-    head_only_epochs: int  # staged unfreezing: epochs with the backbone frozen before it trains
+    head_only_epochs: int  # LP-FT: passes fitting the head on cached frozen features before the stages train
     augment: str
+    layer_decay: float = 1.0  # each unfrozen stage further back from the cut: lr x this again (timm's --layer-decay)
+    label_smoothing: float = 0.0  # of the training loss only; validation loss stays plain cross-entropy
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -58,7 +60,7 @@ class FinetuneConfig:
             raise UserError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not '{self.augment}'")
         checks = {
             "head_width": self.head_width >= 1,
-            "head_depth": 1 <= self.head_depth <= 3,
+            "head_depth": 0 <= self.head_depth <= 3,
             "head_dropout": 0.0 <= self.head_dropout < 1.0,
             "weight_decay": self.weight_decay >= 0.0,
             "lr": self.lr > 0.0 and math.isfinite(self.lr),
@@ -67,6 +69,8 @@ class FinetuneConfig:
             "unfreeze_blocks": self.unfreeze_blocks >= 0,
             "backbone_lr_factor": 0.0 < self.backbone_lr_factor <= 1.0,
             "head_only_epochs": self.head_only_epochs >= 0,
+            "layer_decay": 0.0 < self.layer_decay <= 1.0,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -1,6 +1,6 @@
 """Pooled backbone features on disk: extracted once, shared by every trial, study and local worker.
 
-One folder per (backbone, weights, image size, data fingerprint) holds one file per tapped layer,
+One folder per (backbone, weights, pixel normalisation, image size, data fingerprint) holds one file per tapped layer,
 float32 [items, 2, channels]: the global average and the global max pool of that layer's output for
 every item of the data, in order, beside a record of which items could be decoded. Files are written
 under a temporary name and renamed into place while holding a file lock, and each file's checksum is
@@ -45,6 +45,8 @@ class FeatureKey:
     image_size: int
     fingerprint: str  # of the data's items, labels and file sizes
     items: int
+    mean: tuple[float, ...]  # the pixel normalisation fed to the backbone: caches made under another are not reused
+    std: tuple[float, ...]
 
     def folder_name(self) -> str:
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -59,8 +61,8 @@ class FeatureExtractor:
         model: nn.Module,
         taps: dict[str, str],
         *,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
         device: torch.device,
     ) -> None:
         self.model = model.to(device).eval()

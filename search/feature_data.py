@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import torch
 
-from search.backbones import Backbone
+from search.backbones import Backbone, recorded_normalization
 from search.dataset import Dataset, check_readable, dataset_of, decoded_batches, warn_ignored
 from search.errors import UserError
 from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
@@ -38,6 +38,11 @@ def fine_tuned_for(
             raise UserError(
                 f"trial {spec.from_trial} was fine-tuned with {flag}={tuned.spec.get(flag)!r}; pass the same --{flag}"
             )
+    if recorded_normalization(tuned.spec) != backbone.normalization:
+        raise UserError(
+            f"trial {spec.from_trial} was fine-tuned on pixels normalised with {recorded_normalization(tuned.spec)}, "
+            f"not {backbone.name}'s {backbone.normalization}; fine-tune it again with this version"
+        )
     return tuned
 
 
@@ -46,7 +51,9 @@ def stream_features(
 ) -> tuple[Dataset, FeatureCache]:
     """Fill (or reuse) the on-disk feature cache by streaming the images; the dataset keeps labels only."""
     assert spec.image_size is not None
-    key = FeatureKey(spec.backbone, weights, spec.image_size, source.fingerprint(), len(source))
+    key = FeatureKey(
+        spec.backbone, weights, spec.image_size, source.fingerprint(), len(source), extractor.mean, extractor.std
+    )
     cache = FeatureCache(spec.cache_dir, key, extractor)
     warn_ignored(source)
     bad: list[str] = []

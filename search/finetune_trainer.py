@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +26,15 @@ from search.sources import TRAIN, VAL
 from search.training import EpochMetrics, Reporter, TrainSettings, TrialResult, is_better
 
 EVAL_BATCH = 256
+WARMUP_FRACTION = 0.1  # of a phase's steps: a fresh head and freshly unfrozen stages start gently, then cosine decay
+WARMUP_START = 0.1  # the warm-up starts at this fraction of the learning rate
 
 
 def build_head(in_channels: int, config: FinetuneConfig, num_classes: int) -> nn.Sequential:
-    """Global average pool, then `head_depth` x ([BN] Linear ReLU Dropout), then the classifier."""
+    """Global average pool, then `head_depth` x ([BN] Linear ReLU Dropout), then the classifier.
+
+    With no hidden layer the head is the standard linear probe: dropout, then the classifier.
+    """
     layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     width = in_channels
     for _ in range(config.head_depth):
@@ -36,6 +42,8 @@ def build_head(in_channels: int, config: FinetuneConfig, num_classes: int) -> nn
             layers.append(nn.BatchNorm1d(width))
         layers += [nn.Linear(width, config.head_width), nn.ReLU(inplace=True), nn.Dropout(config.head_dropout)]
         width = config.head_width
+    if config.head_depth == 0:
+        layers.append(nn.Dropout(config.head_dropout))
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
 
@@ -46,17 +54,37 @@ def stage_split(backbone: Backbone, config: FinetuneConfig) -> tuple[int, int]:
     return cut - min(config.unfreeze_blocks, cut), cut
 
 
-def make_optimizer(config: FinetuneConfig, head: nn.Module, trunk: nn.Module) -> torch.optim.Optimizer:
-    """One parameter group for the head, one with a lower learning rate for the unfrozen stages."""
-    groups = [{"params": list(head.parameters()), "lr": config.lr}]
-    trunk_params = [p for p in trunk.parameters() if p.requires_grad]
-    if trunk_params:
-        groups.append({"params": trunk_params, "lr": config.lr * config.backbone_lr_factor})
+def parameter_groups(config: FinetuneConfig, head: nn.Module, trunk: nn.Sequential | None) -> list[dict[str, Any]]:
+    """The head at `lr`; each unfrozen stage at lr x factor x layer_decay ** (its distance back from the cut)."""
+    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": config.lr}]
+    if trunk is not None:
+        for distance, stage in enumerate(reversed(list(trunk))):
+            params = [p for p in stage.parameters() if p.requires_grad]
+            if params:
+                lr = config.lr * config.backbone_lr_factor * config.layer_decay**distance
+                groups.append({"params": params, "lr": lr})
+    return groups
+
+
+def make_optimizer(config: FinetuneConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over the first WARMUP_FRACTION of `steps`, then cosine decay to zero at the last step."""
+    warmup = max(1, round(steps * WARMUP_FRACTION))
+    return torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps - warmup)),
+        ],
+        milestones=[warmup],
+    )
 
 
 def _batches(count: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -66,6 +94,10 @@ def _batches(count: int, size: int, generator: torch.Generator) -> Iterator[torc
         batch = order[start : start + size]
         if len(batch) > 1:
             yield batch
+
+
+def _batch_count(count: int, size: int) -> int:
+    return count // size + (1 if count % size > 1 else 0)
 
 
 def _count(module: nn.Module, *, trainable: bool) -> int:
@@ -83,12 +115,11 @@ class _Network:
         cache: FrozenPrefixCache,
         settings: TrainSettings,
     ) -> None:
-        self.frozen_stages, cut = stage_split(backbone, config)
+        self.frozen_stages, self.cut = stage_split(backbone, config)
         self.cache = cache
         self.device = settings.device
         self.augment = augmentation(config.augment)
-        self.cached = cache.get(self.frozen_stages)  # validation always; training only without augmentation
-        self.trunk = copy.deepcopy(backbone.stage_range(self.frozen_stages, cut)).to(self.device)
+        self.trunk = copy.deepcopy(backbone.stage_range(self.frozen_stages, self.cut)).to(self.device)
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(True)
         channels = backbone.channels_at(config.cut)
@@ -99,19 +130,23 @@ class _Network:
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
 
-    def inputs(self, index: torch.Tensor, *, train: bool) -> torch.Tensor:
-        """What enters the trainable stages for these items."""
-        if self.cached is not None and not (train and self.augment is not None):
-            return self.cached[index.to(self.cached.device)]
+    def inputs(self, index: torch.Tensor, *, train: bool, probe: bool = False) -> torch.Tensor:
+        """What enters the trainable stages for these items; for the probe, what enters the head."""
+        stages = self.cut if probe else self.frozen_stages
+        augment = self.augment if train and not probe else None  # the probe fits cached, unaugmented features
+        cached = None if augment is not None else self.cache.get(stages)
+        if cached is not None:
+            return cached[index.to(cached.device)]
         images = self.images[index].to(self.device, non_blocking=True)
-        if train and self.augment is not None:
-            images = self.augment(images)
-        return self.cache.run_prefix(images, self.frozen_stages)
+        if augment is not None:
+            images = augment(images)
+        return self.cache.run_prefix(images, stages)
 
-    def forward(self, x: torch.Tensor, *, train_trunk: bool) -> torch.Tensor:
-        with nullcontext() if train_trunk else torch.no_grad():
-            features = self.trunk(x)
-        return self.head(features)
+    def forward(self, x: torch.Tensor, *, probe: bool, train: bool) -> torch.Tensor:
+        if not probe:
+            with nullcontext() if train else torch.no_grad():
+                x = self.trunk(x)
+        return self.head(x)
 
 
 def train_finetune(
@@ -131,7 +166,6 @@ def train_finetune(
         net = _Network(config, data, backbone, cache, settings)
     except torch.OutOfMemoryError:
         return TrialResult.failed("out_of_memory", "CUDA out of memory while building the model", started)
-    optimizer = make_optimizer(config, net.head, net.trunk)
     trainable = _count(net.head, trainable=True) + _count(net.trunk, trainable=True)
     total = trainable + net.frozen_params
     train_index = torch.from_numpy((data.split == TRAIN).nonzero()[0])
@@ -143,13 +177,15 @@ def train_finetune(
     best_state: dict[str, torch.Tensor] | None = None
     best_probabilities: np.ndarray | None = None
     stale = 0
+    epoch_steps = _batch_count(len(train_index), config.batch_size)
+    if config.unfreeze_blocks > 0 and config.head_only_epochs > 0:
+        _probe(net, config, train_index, generator, amp, epochs=config.head_only_epochs, steps=epoch_steps)
+    optimizer = make_optimizer(config, parameter_groups(config, net.head, net.trunk))
+    schedule = warmup_cosine(optimizer, epoch_steps * settings.max_epochs)
     for epoch in range(1, settings.max_epochs + 1):
         epoch_start = time.perf_counter()
-        train_trunk = config.unfreeze_blocks > 0 and epoch > config.head_only_epochs
         try:
-            train_loss, train_acc = _train_epoch(
-                net, optimizer, train_index, config.batch_size, generator, train_trunk, amp
-            )
+            train_loss, train_acc = _train_epoch(net, optimizer, schedule, train_index, config, generator, amp)
             val_loss, val_acc, val_probabilities = _evaluate(net, val_index, amp)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -199,28 +235,52 @@ def _prefixed(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
 
 
+def _probe(
+    net: _Network,
+    config: FinetuneConfig,
+    index: torch.Tensor,
+    generator: torch.Generator,
+    amp: torch.autocast | nullcontext[None],
+    *,
+    epochs: int,
+    steps: int,
+) -> None:
+    """LP of LP-FT: fit the head alone on the cached output of the stages up to the cut, before any stage trains.
+
+    A fitted head sends small, informative gradients into the unfrozen stages instead of a random
+    head's large ones (Kumar et al., ICLR 2022). Cached and cheap, so it is not counted as epochs.
+    """
+    optimizer = make_optimizer(config, parameter_groups(config, net.head, None))
+    schedule = warmup_cosine(optimizer, steps * epochs)
+    for _ in range(epochs):
+        _train_epoch(net, optimizer, schedule, index, config, generator, amp, probe=True)
+
+
 def _train_epoch(
     net: _Network,
     optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
     index: torch.Tensor,
-    batch_size: int,
+    config: FinetuneConfig,
     generator: torch.Generator,
-    train_trunk: bool,
     amp: torch.autocast | nullcontext[None],
+    *,
+    probe: bool = False,
 ) -> tuple[float, float]:
     net.head.train()
-    net.trunk.train(train_trunk)
+    net.trunk.train(not probe)
     loss_sum, correct, seen = 0.0, 0, 0
-    for batch in _batches(len(index), batch_size, generator):
+    for batch in _batches(len(index), config.batch_size, generator):
         items = index[batch]
-        x = net.inputs(items, train=True)
+        x = net.inputs(items, train=True, probe=probe)
         y = net.labels[items.to(net.labels.device)]
         with amp:
-            logits = net.forward(x, train_trunk=train_trunk)
-            loss = nn.functional.cross_entropy(logits.float(), y)
+            logits = net.forward(x, probe=probe, train=True)
+            loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         loss_sum += float(loss.detach()) * len(items)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(items)
@@ -233,7 +293,7 @@ def _train_epoch(
 def _evaluate(
     net: _Network, index: torch.Tensor, amp: torch.autocast | nullcontext[None]
 ) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and class probabilities over `index`."""
+    """Mean loss (plain cross-entropy, comparable across trials), accuracy and class probabilities over `index`."""
     net.head.eval()
     net.trunk.eval()
     loss_sum, correct = 0.0, 0
@@ -241,7 +301,7 @@ def _evaluate(
     for items in index.split(EVAL_BATCH):
         y = net.labels[items.to(net.labels.device)]
         with amp:
-            logits = net.forward(net.inputs(items, train=False), train_trunk=False).float()
+            logits = net.forward(net.inputs(items, train=False), probe=False, train=False).float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         probabilities.append(logits.softmax(1).cpu().numpy())

@@ -11,7 +11,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import open_artifact_store
-from search.backbones import create_backbone
+from search.backbones import create_backbone, recorded_normalization
 from search.configs import SpaceContext
 from search.dataset import SPLIT_ATTR, Dataset, decode_source, stratified_split, typical_size
 from search.errors import StudyAborted, UserError
@@ -111,6 +111,11 @@ def _check_same_setup(spec: StudySpec, stored: dict[str, Any]) -> None:
             raise UserError(
                 f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}"
             )
+    if old and recorded_normalization(old) != recorded_normalization(current):
+        raise UserError(
+            f"study '{spec.name}' was run with another pixel normalisation ({recorded_normalization(old)}) than "
+            f"{spec.backbone}'s weights need ({recorded_normalization(current)}); use another --study-name"
+        )
 
 
 def _check_same_data(spec: StudySpec, stored: dict[str, Any], data: Dataset) -> None:
@@ -154,10 +159,17 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         spec.image_size
         or stored_size
         or (tuned.spec["image_size"] if tuned else None)  # the size the tapped network was trained at
-        or default_image_size(native=typical_size(source), default=backbone.default_image_size, device=device.type)
+        or default_image_size(
+            native=typical_size(source),
+            backbone_native=backbone.native_image_size,
+            pretrained=spec.pretrained != "none" or spec.weights is not None,
+            images=len(source),
+            cpu_budget=device.type == "cpu" and space.kind == "finetune",  # features: one extraction, always native
+        )
     )
     weights = tuned.weights_id if tuned else backbone.weights
-    spec = replace(spec, image_size=image_size, extra={"device": str(device), "backbone_weights": weights})
+    extra = {"device": str(device), "backbone_weights": weights, "normalization": backbone.normalization}
+    spec = replace(spec, image_size=image_size, extra=extra)
     if stored is not None:
         _check_same_setup(spec, stored.attrs)  # before decoding: a mismatch should not cost minutes
     features: FeatureCache | None = None
@@ -194,7 +206,6 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         else:
             storage.set_study_system_attr(study_id, SPLIT_ATTR, data.encoded_split())
             study.set_user_attr("data", _data_record(data))
-    study.set_user_attr("spec", spec.to_record())
     backbone.stages.to(device)
     context = SpaceContext(
         backbone=backbone.name,
@@ -205,6 +216,9 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         device=device.type,
         feature_layers=features.extractor.layers if features else (),
     )
+    study.set_user_attr("spec", spec.to_record())
+    if stored is None and space.first_trial is not None:  # a new study starts from the known-good recipe
+        study.enqueue_trial(space.first_trial(context), skip_if_exists=True)
     settings = TrainSettings(
         max_epochs=spec.max_epochs, patience=spec.patience, device=device, seed=spec.seed, metric=spec.metric
     )

@@ -22,7 +22,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from search.backbones import Backbone, create_backbone, freeze
+from search.backbones import Backbone, as_recorded, create_backbone, freeze
 from search.checkpoints import CHECKPOINT_ATTR, load_checkpoint
 from search.configs import FeaturesConfig, FinetuneConfig, config_class, config_from_dict
 from search.dataset import SPLIT_ATTR
@@ -83,8 +83,8 @@ class FinetuneModel:
     backbone: str
     class_names: tuple[str, ...]
     image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @torch.no_grad()
@@ -139,7 +139,8 @@ def study_record(storage: optuna.storages.BaseStorage, study_name: str) -> tuple
 
 def _backbone_of(spec: dict[str, Any]) -> Backbone:
     weights = Path(spec["weights"]) if spec.get("weights") else None
-    return create_backbone(spec["backbone"], pretrained=spec.get("pretrained", "imagenet"), weights_file=weights)
+    backbone = create_backbone(spec["backbone"], pretrained=spec.get("pretrained", "imagenet"), weights_file=weights)
+    return as_recorded(backbone, spec)
 
 
 def parse_from_trial(text: str) -> tuple[str, int]:

@@ -14,6 +14,7 @@ from search.configs import SpaceContext
 from search.errors import UserError
 
 Suggest = Callable[[optuna.trial.BaseTrial, SpaceContext], Any]
+FirstTrial = Callable[[SpaceContext], dict[str, Any]]  # parameters of a known-good recipe, tried first
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Space:
     suggest: Suggest
     summary: str
     kind: str = "finetune"  # what the runner prepares: "finetune" (decoded images) or "features" (a feature cache)
+    first_trial: FirstTrial | None = None  # enqueued on a new study so no search ends below the standard recipe
 
 
 _REGISTRY: dict[str, Space] = {}
@@ -32,7 +34,9 @@ _REGISTRY: dict[str, Space] = {}
 KINDS = ("finetune", "features")
 
 
-def register_space(name: str, *, kind: str = "finetune") -> Callable[[Suggest], Suggest]:
+def register_space(
+    name: str, *, kind: str = "finetune", first_trial: FirstTrial | None = None
+) -> Callable[[Suggest], Suggest]:
     """Register `suggest` under `name`; registering a name twice is an error."""
     if kind not in KINDS:
         raise ValueError(f"space kind must be one of {KINDS}, not {kind!r}")
@@ -41,7 +45,7 @@ def register_space(name: str, *, kind: str = "finetune") -> Callable[[Suggest], 
         if name in _REGISTRY:
             raise ValueError(f"search space '{name}' is already registered")
         summary = next(iter((suggest.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind)
+        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind, first_trial=first_trial)
         return suggest
 
     return add

