@@ -65,7 +65,9 @@ def run_cached(configs: list[FeaturesConfig], source: ImageSource, settings: Tra
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         taps = extractor()
-        key = FeatureKey("efficientnet_lite0", "imagenet", image_size, source.fingerprint(), len(source))
+        key = FeatureKey(
+            "efficientnet_lite0", "imagenet", image_size, source.fingerprint(), len(source), taps.mean, taps.std
+        )
         cache = FeatureCache(Path(folder), key, taps)
         good = cache.ensure(lambda: decoded_batches(source, image_size=image_size, batch_size=64))
         data = with_split(dataset_of(source, good, None, image_size=image_size))

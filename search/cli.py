@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=int,
         default=None,
-        help="square input size; default: the images' size within [64, backbone default], at most 128 on CPU",
+        help="square input size; default: the backbone's native size (224), or on CPU for finetune what fits a pixel budget (at least 96)",
     )
     parser.add_argument("--backbone", default=defaults.backbone, help=f"one of {', '.join(list_backbones())}")
     parser.add_argument(

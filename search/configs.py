@@ -136,7 +136,8 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise UserError(f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(fields)}")
-    missing = sorted(set(fields) - set(values))
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    missing = sorted(required - set(values))  # fields added later keep their defaults: older trials still load
     if missing:
         raise UserError(f"{cls.__name__} is missing {missing}")
     hints: dict[str, type | tuple[type, ...]] = {

@@ -74,7 +74,11 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
             layer_decay = trial.suggest_float("unfreeze_layer_decay", 0.5, 1.0)
         if trial.suggest_categorical("unfreeze_staged", [False, True]):  # LP-FT
             probe_epochs = trial.suggest_int("unfreeze_probe_epochs", *PROBE_EPOCHS)
-    augment = trial.suggest_categorical("augment", list(AUGMENTATIONS))
+    # Augmenting a frozen backbone runs every image through all of it every epoch: minutes a trial on a CPU,
+    # where the cached frozen features make such a trial take seconds; a GPU may afford it.
+    augment = "none"
+    if unfreeze_blocks > 0 or ctx.device != "cpu":
+        augment = trial.suggest_categorical("augment", list(AUGMENTATIONS))
     return FinetuneConfig(
         cut=cut,
         head_width=head_width,

@@ -43,7 +43,9 @@ class CountingExtractor(FeatureExtractor):
 
 def _cache(root: Path, source: ImageSource, backbone: Backbone) -> tuple[FeatureCache, CountingExtractor]:
     extractor = CountingExtractor(backbone)
-    key = FeatureKey(backbone.name, backbone.weights, SIZE, source.fingerprint(), len(source))
+    key = FeatureKey(
+        backbone.name, backbone.weights, SIZE, source.fingerprint(), len(source), backbone.mean, backbone.std
+    )
     return FeatureCache(root, key, extractor), extractor
 
 
@@ -70,7 +72,9 @@ def test_miss_extracts_every_layer_once_then_hits_without_the_backbone(
 def test_other_image_size_or_weights_is_another_cache(tmp_path: Path, source: ImageSource, backbone: Backbone) -> None:
     cache, _ = _cache(tmp_path / "cache", source, backbone)
     _fill(cache, source)
-    key = FeatureKey(backbone.name, "file:finetuned.pth", SIZE, source.fingerprint(), len(source))
+    key = FeatureKey(
+        backbone.name, "file:finetuned.pth", SIZE, source.fingerprint(), len(source), backbone.mean, backbone.std
+    )
     other = FeatureCache(tmp_path / "cache", key, CountingExtractor(backbone))
     _fill(other, source)
     assert other.extractions == 1 and other.folder != cache.folder
@@ -125,7 +129,7 @@ FILL_SCRIPT = textwrap.dedent(
     source = open_source(sys.argv[1], root=Path(sys.argv[1]))
     backbone = create_backbone("efficientnet_lite0")
     extractor = FeatureExtractor(backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=torch.device("cpu"))
-    key = FeatureKey(backbone.name, backbone.weights, 32, source.fingerprint(), len(source))
+    key = FeatureKey(backbone.name, backbone.weights, 32, source.fingerprint(), len(source), backbone.mean, backbone.std)
     cache = FeatureCache(Path(sys.argv[2]), key, extractor)
     cache.ensure(lambda: decoded_batches(source, image_size=32, batch_size=4))
     print("extractions", cache.extractions, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -10,6 +11,7 @@ import pytest
 from search.configs import FinetuneConfig, SpaceContext, config_from_dict
 from search.errors import UserError
 from spaces import get_space, list_spaces
+from spaces.finetune import SGD_LR, SGD_MOMENTUM
 
 CTX = SpaceContext(
     backbone="efficientnet_lite0",
@@ -25,6 +27,7 @@ BASE = {
     "head_width": 128,
     "head_batchnorm": True,
     "head_dropout": 0.3,
+    "loss_label_smoothing": 0.0,
     "opt_weight_decay": 1e-4,
     "batch_size": 64,
     "augment": "light",
@@ -33,13 +36,14 @@ BASE = {
 
 def test_fixed_trial_gives_the_exact_config() -> None:
     params = BASE | {
+        "loss_label_smoothing": 0.1,
         "opt_name": "sgd",
         "opt_sgd_lr": 0.01,
-        "opt_sgd_momentum": 0.9,
         "unfreeze_blocks": 2,
         "unfreeze_lr_factor": 0.1,
+        "unfreeze_layer_decay": 0.8,
         "unfreeze_staged": True,
-        "unfreeze_head_epochs": 2,
+        "unfreeze_probe_epochs": 4,
     }
     config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
     assert config == FinetuneConfig(
@@ -51,13 +55,39 @@ def test_fixed_trial_gives_the_exact_config() -> None:
         weight_decay=1e-4,
         optimizer="sgd",
         lr=0.01,
-        momentum=0.9,
+        momentum=SGD_MOMENTUM,  # fixed, not searched
         batch_size=64,
         unfreeze_blocks=2,
         backbone_lr_factor=0.1,
-        head_only_epochs=2,
+        head_only_epochs=4,
         augment="light",
+        layer_decay=0.8,
+        label_smoothing=0.1,
     )
+
+
+def test_sgd_learning_rates_span_at_least_three_decades() -> None:
+    assert SGD_MOMENTUM == 0.9 and SGD_LR[1] / SGD_LR[0] >= 1e3
+
+
+@pytest.mark.parametrize("ctx", [CTX, dataclasses.replace(CTX, device="cpu", train_size=40)])
+def test_the_standard_recipe_is_a_valid_first_trial(ctx: SpaceContext) -> None:
+    space = get_space("finetune")
+    assert space.first_trial is not None
+    params = space.first_trial(ctx)
+    config = space.suggest(optuna.trial.FixedTrial(params), ctx)
+    assert config.cut == ctx.cut_points[-1] and config.head_depth == 0 and config.unfreeze_blocks == 1
+    assert config.head_only_epochs > 0 and config.augment != "none"  # LP-FT with augmentation
+    assert config.batch_size <= max(16, ctx.train_size // 4)
+
+
+def test_a_study_starts_with_the_standard_recipe(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    space = get_space("finetune")
+    assert space.first_trial is not None
+    study.enqueue_trial(space.first_trial(CTX), skip_if_exists=True)
+    trial = study.ask()
+    assert space.suggest(trial, CTX) == space.suggest(optuna.trial.FixedTrial(space.first_trial(CTX)), CTX)
 
 
 def test_frozen_backbone_asks_no_unfreezing_parameters() -> None:
@@ -82,15 +112,20 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
         assert ("opt_sgd_lr" in params) == (config.optimizer == "sgd")
         assert ("opt_adam_lr" in params) == (config.optimizer != "sgd")
         assert ("unfreeze_lr_factor" in params) == (config.unfreeze_blocks > 0)
-        assert ("unfreeze_head_epochs" in params) == (config.head_only_epochs > 0)
+        assert ("unfreeze_probe_epochs" in params) == (config.head_only_epochs > 0)
+        assert ("unfreeze_layer_decay" in params) == (config.unfreeze_blocks > 1)
+        assert ("head_width" in params) == ("head_batchnorm" in params) == (config.head_depth > 0)
+        assert config.momentum == (SGD_MOMENTUM if config.optimizer == "sgd" else 0.0)
         assert config.unfreeze_blocks <= CTX.max_unfreeze[config.cut]
 
 
 def test_cpu_keeps_unfreezing_shallow() -> None:
     cpu = SpaceContext(**{**CTX.__dict__, "device": "cpu"})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    depths = {get_space("finetune").suggest(study.ask(), cpu).unfreeze_blocks for _ in range(40)}
-    assert depths == {0, 1, 2}
+    configs = [get_space("finetune").suggest(study.ask(), cpu) for _ in range(40)]
+    assert {config.unfreeze_blocks for config in configs} == {0, 1, 2}
+    # a frozen backbone on a CPU trains on cached features: augmenting would rerun the whole network every epoch
+    assert all(config.augment == "none" for config in configs if config.unfreeze_blocks == 0)
 
 
 def test_unknown_space_lists_known_ones() -> None:
@@ -128,6 +163,10 @@ def test_config_from_dict_is_strict() -> None:
         "augment": "none",
     }
     assert config_from_dict(FinetuneConfig, values).lr == 1e-3
+    # fields added later (layer_decay, label_smoothing) keep their defaults, so older trials still load
+    assert config_from_dict(FinetuneConfig, values).layer_decay == 1.0
+    with pytest.raises(UserError, match="missing \\['augment'\\]"):
+        config_from_dict(FinetuneConfig, {k: v for k, v in values.items() if k != "augment"})
     with pytest.raises(UserError, match="unknown FinetuneConfig keys \\['head_widht'\\]"):
         config_from_dict(FinetuneConfig, values | {"head_widht": 3})
     with pytest.raises(UserError, match="head_width must be int"):

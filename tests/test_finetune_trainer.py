@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 
 from search.backbones import Backbone
 from search.configs import FinetuneConfig
 from search.dataset import Dataset
-from search.finetune_trainer import train_finetune
+from search.finetune_trainer import _Network, _probe, build_head, parameter_groups, train_finetune, warmup_cosine
 from search.prefix_cache import FrozenPrefixCache
+from search.sources import TRAIN, VAL
 from search.training import EpochMetrics, NullReporter, TrainSettings
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)
@@ -91,18 +95,73 @@ def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_staged_unfreezing_keeps_the_trunk_still_during_head_only_epochs(
+def test_lp_ft_probe_fits_the_head_on_cached_features_and_leaves_the_trunk_alone(
     small_digits: Dataset, backbone: Backbone
 ) -> None:
-    staged = dataclasses.replace(
-        HEAD_ONLY, unfreeze_blocks=1, backbone_lr_factor=0.5, head_only_epochs=1, optimizer="sgd", lr=0.01, momentum=0.9
-    )
-    first = train_finetune(staged, small_digits, backbone, StopAt(epoch=1), SETTINGS)
-    assert first.best_state is not None
-    stage = backbone.stages["block5"].state_dict()
-    trunk = {k.removeprefix("trunk.0."): v for k, v in first.best_state.items() if k.startswith("trunk.0.")}
-    weights = [k for k in stage if k.endswith("weight")]
-    assert all(torch.equal(stage[k], trunk[k]) for k in weights)
+    staged = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=1, head_only_epochs=3, augment="light")
+    cache = FrozenPrefixCache(backbone, small_digits, SETTINGS.device)
+    net = _Network(staged, small_digits, backbone, cache, SETTINGS)
+    head_before = {k: v.clone() for k, v in net.head.state_dict().items()}
+    trunk_before = {k: v.clone() for k, v in net.trunk.state_dict().items()}
+    index = torch.from_numpy((small_digits.split == TRAIN).nonzero()[0])
+    _probe(net, staged, index, torch.Generator().manual_seed(0), nullcontext(), epochs=3, steps=4)
+    assert cache.extractions == 1  # the output of every stage up to the cut, cached: no augmentation in the probe
+    assert not all(torch.equal(head_before[k], v) for k, v in net.head.state_dict().items())
+    assert all(torch.equal(trunk_before[k], v) for k, v in net.trunk.state_dict().items())
+
+
+def test_lp_ft_starts_fine_tuning_from_a_fitted_head(small_digits: Dataset, backbone: Backbone) -> None:
+    joint = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=1, backbone_lr_factor=0.5)
+    staged = dataclasses.replace(joint, head_only_epochs=5)
+    first_epoch = [
+        train_finetune(config, small_digits, backbone, StopAt(epoch=1), SETTINGS).history[0]
+        for config in (joint, staged)
+    ]
+    assert first_epoch[1].val_loss < first_epoch[0].val_loss
+
+
+def test_warmup_then_cosine_decay() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.1)  # warm-up starts low
+    assert max(rates) == pytest.approx(1.0) and rates.index(max(rates)) == 10  # peak after 10% of the steps
+    assert rates[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(rates[10:]))  # then decays
+
+
+def test_layer_decay_lowers_the_rate_of_each_stage_further_from_the_cut(backbone: Backbone) -> None:
+    config = dataclasses.replace(HEAD_ONLY, lr=1e-2, unfreeze_blocks=3, backbone_lr_factor=0.5, layer_decay=0.5)
+    trunk = backbone.stage_range(2, 5)
+    for parameter in trunk.parameters():
+        parameter.requires_grad_(True)
+    try:
+        rates = [group["lr"] for group in parameter_groups(config, torch.nn.Linear(2, 2), trunk)]
+    finally:
+        for parameter in trunk.parameters():
+            parameter.requires_grad_(False)
+    assert rates == pytest.approx([1e-2, 5e-3, 2.5e-3, 1.25e-3])  # head, then the stages back from the cut
+
+
+def test_label_smoothing_leaves_the_validation_loss_plain(small_digits: Dataset, backbone: Backbone) -> None:
+    settings = dataclasses.replace(SETTINGS, max_epochs=1)
+    smoothed = dataclasses.replace(HEAD_ONLY, label_smoothing=0.2)
+    result = train_finetune(smoothed, small_digits, backbone, NullReporter(), settings)
+    assert result.best is not None and result.val_probabilities is not None
+    labels = small_digits.labels[torch.from_numpy(small_digits.split == VAL)].numpy()
+    plain = -np.log(result.val_probabilities[np.arange(len(labels)), labels]).mean()
+    # validation is scored against the hard labels: losses stay comparable across trials of any smoothing
+    assert result.best.val_loss == pytest.approx(plain, rel=1e-4)
+    assert result.best.train_loss > 0.2  # the smoothed target's loss has a floor well above zero
+
+
+def test_a_linear_head_has_no_hidden_layer() -> None:
+    head = build_head(320, dataclasses.replace(HEAD_ONLY, head_depth=0, head_dropout=0.2), 5)
+    linears = [m for m in head if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 and (linears[0].in_features, linears[0].out_features) == (320, 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
