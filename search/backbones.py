@@ -78,6 +78,27 @@ class Backbone:
         """How many stages can be unfrozen counting back from `cut`: all of them, stem included."""
         return self.stage_index(cut) + 1
 
+    @torch.no_grad()
+    def coarse_stages(self, cut: str) -> int:
+        """How many stages back from `cut` run at the trunk's coarsest resolution: the cheap ones to train.
+
+        Backward through higher-resolution stages costs minutes an epoch at 224 px on a CPU.
+        """
+        was_training = self.stages.training
+        self.stages.eval()
+        x = torch.zeros(1, 3, 64, 64, device=next(self.stages.parameters()).device)
+        sides = []
+        for stage in self.stages.values():
+            x = stage(x)
+            sides.append(x.shape[-1])
+        self.stages.train(was_training)
+        coarse = 0
+        for side in reversed(sides[: self.stage_index(cut) + 1]):
+            if side != sides[-1]:
+                break
+            coarse += 1
+        return coarse
+
     def stage_range(self, start: int, stop: int) -> nn.Sequential:
         """Stages [start, stop) as one module (shared, not copied)."""
         return nn.Sequential(*list(self.stages.values())[start:stop])

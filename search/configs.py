@@ -30,6 +30,8 @@ class SpaceContext:
     train_size: int
     device: str  # "cpu" or "cuda": spaces may keep CPU trials cheaper
     feature_layers: tuple[str, ...] = ()  # layers the features space may tap, in forward order
+    # per cut point, how many stages back from it run at the coarsest resolution (cheap to train on a CPU)
+    coarse_stages: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         backbone=backbone.name,
         cut_points=backbone.cut_points,
         max_unfreeze={cut: backbone.max_unfreeze(cut) for cut in backbone.cut_points},
+        coarse_stages={cut: backbone.coarse_stages(cut) for cut in backbone.cut_points},
         num_classes=data.num_classes,
         train_size=data.split_counts()["train"],
         device=device.type,

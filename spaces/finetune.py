@@ -11,7 +11,8 @@ from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
 BATCH_SIZES = (16, 32, 64, 128, 256)  # a few hundred photos give few steps an epoch at 64+; 256 only for big sets
-CPU_MAX_UNFREEZE = 2  # backward through early stages costs 10-50 s an epoch on 2 CPU cores; a GPU may unfreeze all
+CPU_MAX_UNFREEZE = 2  # on a CPU at most the last 2 stages at the coarsest resolution: backward through finer ones
+# costs minutes an epoch at 224 px on 2 cores (EfficientNet-Lite0 cut at block4, 2 stages: ~3 min); a GPU may unfreeze all
 SGD_MOMENTUM = 0.9  # with lr searched, momentum hardly matters (Li et al., ICLR 2020): fixed, one axis fewer
 SGD_LR = (1e-4, 1e-1)  # effective rate lr / (1 - momentum) of 1e-3..1, the span of best rates across data sets
 ADAM_LR = (1e-5, 1e-2)
@@ -65,7 +66,9 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     batch_sizes = [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
-    max_unfreeze = ctx.max_unfreeze[cut] if ctx.device != "cpu" else min(CPU_MAX_UNFREEZE, ctx.max_unfreeze[cut])
+    max_unfreeze = ctx.max_unfreeze[cut]
+    if ctx.device == "cpu":
+        max_unfreeze = min(CPU_MAX_UNFREEZE, ctx.coarse_stages.get(cut, max_unfreeze))
     unfreeze_blocks = trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
     backbone_lr_factor, layer_decay, probe_epochs = 1.0, 1.0, 0
     if unfreeze_blocks > 0:

@@ -143,3 +143,15 @@ def test_a_created_backbone_stays_in_eval_mode() -> None:
     created = create_backbone("efficientnet_lite0")
     created.channels_at("block4")
     assert not created.stages.training and not any(m.training for m in created.stages.modules())
+
+
+def test_coarse_stages_are_those_at_the_last_resolution(backbone: Backbone) -> None:
+    # EfficientNet-Lite0 reaches stride 32 at block6: block6, block7 and conv_head are cheap to train on a CPU
+    assert {cut: backbone.coarse_stages(cut) for cut in backbone.cut_points} == {
+        "block3": 0,
+        "block4": 0,
+        "block5": 0,
+        "block6": 1,
+        "block7": 2,
+        "conv_head": 3,
+    }

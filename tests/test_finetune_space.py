@@ -173,3 +173,11 @@ def test_config_from_dict_is_strict() -> None:
         config_from_dict(FinetuneConfig, values | {"head_width": "wide"})
     with pytest.raises(UserError, match="optimizer must be one of"):
         config_from_dict(FinetuneConfig, values | {"optimizer": "lbfgs"})
+
+
+def test_cpu_trains_only_stages_at_the_coarsest_resolution() -> None:
+    cpu = dataclasses.replace(CTX, device="cpu", coarse_stages={"block5": 0, "block7": 2})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    configs = [get_space("finetune").suggest(study.ask(), cpu) for _ in range(40)]
+    assert {c.unfreeze_blocks for c in configs if c.cut == "block5"} == {0}
+    assert {c.unfreeze_blocks for c in configs if c.cut == "block7"} == {0, 1, 2}
