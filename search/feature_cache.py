@@ -48,8 +48,12 @@ class FeatureKey:
     mean: tuple[float, ...]  # the pixel normalisation fed to the backbone: caches made under another are not reused
     std: tuple[float, ...]
 
+    def record(self) -> dict[str, object]:
+        """The key as it reads back from JSON (tuples as lists), so a stored key compares equal to its own."""
+        return dict(json.loads(json.dumps(asdict(self))))
+
     def folder_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.backbone}-{self.image_size}px-{digest}"
 
 
@@ -198,7 +202,7 @@ class FeatureCache:
 
     def _publish(self, written: Path, name: str) -> None:
         """Rename into place, then record the checksum that vouches for it (written the same way)."""
-        record = {"key": asdict(self.key), "sha256": _sha256(written)}
+        record = {"key": self.key.record(), "sha256": _sha256(written)}
         target = self.folder / name
         os.replace(written, target)
         record_token = self.folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp.json"
@@ -212,7 +216,7 @@ class FeatureCache:
             return None
         try:
             record = json.loads(path.with_suffix(".json").read_text())
-            if record.get("key") != asdict(self.key) or record.get("sha256") != _sha256(path):
+            if record.get("key") != self.key.record() or record.get("sha256") != _sha256(path):
                 raise ValueError("checksum or key does not match")
             array = np.load(path, mmap_mode="r")
             if array.shape[0] != self.key.items or (shape is not None and array.shape != shape):
