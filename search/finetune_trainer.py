@@ -129,12 +129,19 @@ class _Network:
         self.images, self.labels = data.images, data.labels.to(self.device)
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
+        self._prefixes: dict[int, torch.Tensor | None] = {}
+
+    def _cached(self, stages: int) -> torch.Tensor | None:
+        """The shared cache's entry, looked up once per trial: one over budget would be probed again every batch."""
+        if stages not in self._prefixes:
+            self._prefixes[stages] = self.cache.get(stages)
+        return self._prefixes[stages]
 
     def inputs(self, index: torch.Tensor, *, train: bool, probe: bool = False) -> torch.Tensor:
         """What enters the trainable stages for these items; for the probe, what enters the head."""
         stages = self.cut if probe else self.frozen_stages
         augment = self.augment if train and not probe else None  # the probe fits cached, unaugmented features
-        cached = None if augment is not None else self.cache.get(stages)
+        cached = None if augment is not None else self._cached(stages)
         if cached is not None:
             return cached[index.to(cached.device)]
         images = self.images[index].to(self.device, non_blocking=True)
