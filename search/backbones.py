@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +79,12 @@ class Backbone:
         """How many stages can be unfrozen counting back from `cut`: all of them, stem included."""
         return self.stage_index(cut) + 1
 
-    @torch.no_grad()
     def coarse_stages(self, cut: str) -> int:
         """How many stages back from `cut` run at the trunk's coarsest resolution: the cheap ones to train.
 
         Backward through higher-resolution stages costs minutes an epoch at 224 px on a CPU.
         """
-        was_training = self.stages.training
-        self.stages.eval()
-        x = torch.zeros(1, 3, 64, 64, device=next(self.stages.parameters()).device)
-        sides = []
-        for stage in self.stages.values():
-            x = stage(x)
-            sides.append(x.shape[-1])
-        self.stages.train(was_training)
+        sides = [shape[-1] for shape in self.stage_shapes]
         coarse = 0
         for side in reversed(sides[: self.stage_index(cut) + 1]):
             if side != sides[-1]:
@@ -103,15 +96,23 @@ class Backbone:
         """Stages [start, stop) as one module (shared, not copied)."""
         return nn.Sequential(*list(self.stages.values())[start:stop])
 
+    def channels_at(self, cut: str) -> int:
+        """Output channels after `cut`."""
+        return self.stage_shapes[self.stage_index(cut)][1]
+
+    @cached_property
     @torch.no_grad()
-    def channels_at(self, cut: str, image_size: int = 64) -> int:
-        """Output channels after `cut`, found by a forward pass on a dummy image."""
+    def stage_shapes(self) -> list[tuple[int, ...]]:
+        """Each stage's output shape for one 64 px image, found once by a forward pass on a dummy image."""
         was_training = self.stages.training
         self.stages.eval()
-        device = next(self.stages.parameters()).device
-        out = self.stage_range(0, self.stage_index(cut) + 1)(torch.zeros(1, 3, image_size, image_size, device=device))
+        x = torch.zeros(1, 3, 64, 64, device=next(self.stages.parameters()).device)
+        shapes = []
+        for stage in self.stages.values():
+            x = stage(x)
+            shapes.append(tuple(x.shape))
         self.stages.train(was_training)
-        return int(out.shape[1])
+        return shapes
 
 
 def recorded_normalization(spec: Mapping[str, Any]) -> dict[str, list[float]]:

@@ -111,10 +111,11 @@ def _check_same_setup(spec: StudySpec, stored: dict[str, Any]) -> None:
             raise UserError(
                 f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}"
             )
-    if old and recorded_normalization(old) != recorded_normalization(current):
+    was, now = recorded_normalization(old), recorded_normalization(current)
+    if old and was != now:
         raise UserError(
-            f"study '{spec.name}' was run with another pixel normalisation ({recorded_normalization(old)}) than "
-            f"{spec.backbone}'s weights need ({recorded_normalization(current)}); use another --study-name"
+            f"study '{spec.name}' was run with another pixel normalisation ({was}) than "
+            f"{spec.backbone}'s weights need ({now}); use another --study-name"
         )
 
 

@@ -19,6 +19,11 @@ ADAM_LR = (1e-5, 1e-2)
 PROBE_EPOCHS = (2, 10)  # LP passes over cached features: cheap, and a well-fitted head is what LP-FT needs
 
 
+def batch_sizes_for(ctx: SpaceContext) -> list[int]:
+    """The batch sizes a study may try: at most a quarter of the training set, so an epoch has a few steps."""
+    return [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
+
+
 def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     """The transfer-learning recipe a practitioner would run by hand, tried first in every study.
 
@@ -27,7 +32,7 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     cosine decay. On flowers-mini it reached 91.5-93% val at 224 px in under a minute on 2 CPU cores.
     """
     cut = ctx.cut_points[-1]
-    batch_sizes = [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
+    batch_sizes = batch_sizes_for(ctx)
     return {
         "backbone_cut": cut,
         "head_depth": 0,
@@ -63,7 +68,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
         lr, momentum = trial.suggest_float("opt_sgd_lr", *SGD_LR, log=True), SGD_MOMENTUM
     else:
         lr, momentum = trial.suggest_float("opt_adam_lr", *ADAM_LR, log=True), 0.0
-    batch_sizes = [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
+    batch_sizes = batch_sizes_for(ctx)
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
     max_unfreeze = ctx.max_unfreeze[cut]
