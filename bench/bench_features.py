@@ -22,13 +22,13 @@ import numpy as np
 import optuna
 import torch
 
-from search.backbones import create_backbone
-from search.configs import FeaturesConfig, SpaceContext
-from search.dataset import Dataset, dataset_of, decode_source, decoded_batches, stratified_split
-from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
-from search.features_trainer import train_features
-from search.sources import ImageSource, open_source
-from search.training import NullReporter, TrainSettings
+from search.data.dataset import Dataset, dataset_of, decode_source, decoded_batches, stratified_split
+from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+from search.data.sources import ImageSource, open_source
+from search.models.backbones import create_backbone
+from search.training.configs import FeaturesConfig, SpaceContext
+from search.training.core import NullReporter, TrainSettings
+from search.training.features import train_features
 from spaces import get_space
 
 CPU = torch.device("cpu")

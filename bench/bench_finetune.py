@@ -18,13 +18,13 @@ from pathlib import Path
 import optuna
 import torch
 
-from search.backbones import Backbone, create_backbone
-from search.configs import FinetuneConfig, SpaceContext
-from search.dataset import Dataset, decode_source, stratified_split
-from search.finetune_trainer import train_finetune
-from search.prefix_cache import FrozenPrefixCache
-from search.sources import open_source
-from search.training import NullReporter, TrainSettings
+from search.data.dataset import Dataset, decode_source, stratified_split
+from search.data.sources import open_source
+from search.models.backbones import Backbone, create_backbone
+from search.models.prefix_cache import FrozenPrefixCache
+from search.training.configs import FinetuneConfig, SpaceContext
+from search.training.core import NullReporter, TrainSettings
+from search.training.finetune import train_finetune
 from spaces import get_space
 
 

@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from search.backbones import Backbone
-from search.dataset import Dataset
-from search.prefix_cache import normalize
-from search.runner import prepare, run
-from search.sources import TEST, TRAIN, VAL
-from search.spec import StudySpec
+from search.data.dataset import Dataset
+from search.data.sources import TEST, TRAIN, VAL
+from search.models.backbones import Backbone
+from search.models.prefix_cache import normalize
+from search.study.runner import prepare, run
+from search.study.spec import StudySpec
 
 TUTORIAL_BATCH = 4
 TUTORIAL_LR, TUTORIAL_MOMENTUM = 1e-3, 0.9

@@ -47,7 +47,7 @@ def open_any(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal:"):
         backend = JournalFileBackend(url.removeprefix("journal:"))
         return optuna.storages.JournalStorage(backend)
-    from search.storage import open_storage
+    from search.study.storage import open_storage
 
     return open_storage(url)
 

@@ -1,26 +1,34 @@
-"""The engine: data, backbones, training, the study runner. `run_study.py` is its command line.
+"""Hyperparameter search for transfer learning of image classifiers; `run_study.py` is its command line.
 
-Programmatic use mirrors the CLI: build a StudySpec, then `search.runner.prepare` it (storage,
-data, backbone, caches) and `search.runner.run` it (kept out of this module: the runner imports
-the spaces, which import this package). A trainer can also be called on its own with any Reporter.
+The folders are layers, each importing only those below it:
+    cli/       command lines: run_study.py's (run), `python -m search` (results), the console, the --workers launcher
+    results/   reading finished studies: report, dashboard, export bundles, predict, scores and plots
+    study/     running one: spec, typed record, storage, runner, objective, workers, checkpoints, test evaluation
+    kinds/     study kinds as plug-ins (finetune, features): data preparation, trainer, model, bundle per kind
+    training/  trainers as plain functions behind a Reporter, their configs and shared results
+    models/    backbones as stages, heads, the frozen-prefix cache
+    data/      image sources, decoding and splits, augmentation, pixels, input size, the feature cache
+
+Programmatic use mirrors the CLI: build a StudySpec, then `search.study.runner.prepare` and `run` it.
+A trainer can also be called on its own with any Reporter.
 """
 
-from search.backbones import Backbone, create_backbone, list_backbones, register_backbone
-from search.configs import FinetuneConfig, SpaceContext
 from search.errors import StudyAborted, UserError
-from search.finetune_trainer import train_finetune
-from search.spec import StudySpec
-from search.training import EpochMetrics, NullReporter, Reporter, TrainSettings, TrialResult
+from search.models.backbones import Backbone, create_backbone, list_backbones, register_backbone
+from search.training.configs import FeaturesConfig, FinetuneConfig, SpaceContext
+from search.training.core import EpochMetrics, NullReporter, Reporter, Status, TrainSettings, TrialResult
+from search.training.finetune import train_finetune
 
 __all__ = [
     "Backbone",
     "EpochMetrics",
+    "FeaturesConfig",
     "FinetuneConfig",
     "NullReporter",
     "Reporter",
     "SpaceContext",
+    "Status",
     "StudyAborted",
-    "StudySpec",
     "TrainSettings",
     "TrialResult",
     "UserError",

@@ -10,8 +10,9 @@ from typing import Any
 
 import optuna
 
-from search.configs import SpaceContext
 from search.errors import UserError
+from search.kinds import kind_names
+from search.training.configs import SpaceContext
 
 Suggest = Callable[[optuna.trial.BaseTrial, SpaceContext], Any]
 FirstTrial = Callable[[SpaceContext], dict[str, Any]]  # parameters of a known-good recipe, tried first
@@ -24,22 +25,19 @@ class Space:
     name: str
     suggest: Suggest
     summary: str
-    kind: str = "finetune"  # what the runner prepares: "finetune" (decoded images) or "features" (a feature cache)
+    kind: str = "finetune"  # the study kind it proposes configs for (search.kinds), which prepares the data and trains
     first_trial: FirstTrial | None = None  # enqueued on a new study so no search ends below the standard recipe
 
 
 _REGISTRY: dict[str, Space] = {}
 
 
-KINDS = ("finetune", "features")
-
-
 def register_space(
     name: str, *, kind: str = "finetune", first_trial: FirstTrial | None = None
 ) -> Callable[[Suggest], Suggest]:
     """Register `suggest` under `name`; registering a name twice is an error."""
-    if kind not in KINDS:
-        raise ValueError(f"space kind must be one of {KINDS}, not {kind!r}")
+    if kind not in kind_names():
+        raise ValueError(f"space kind must be one of {kind_names()}, not {kind!r}")
 
     def add(suggest: Suggest) -> Suggest:
         if name in _REGISTRY:
@@ -83,6 +81,6 @@ def _space_from_file(path: Path) -> Space:
             f"space file {path} must define suggest(trial, ctx) returning a config (and KIND = 'features' for a FeaturesConfig)"
         )
     kind = getattr(module, "KIND", "finetune")
-    if kind not in KINDS:
-        raise UserError(f"space file {path}: KIND must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind not in kind_names():
+        raise UserError(f"space file {path}: KIND must be one of {', '.join(kind_names())}, not {kind!r}")
     return Space(name=str(path), suggest=suggest, summary=(module.__doc__ or "").strip(), kind=kind)

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from search.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
+from search.training.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
 from spaces._registry import register_space
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from search.configs import AUGMENTATIONS, OPTIMIZERS, FinetuneConfig, SpaceContext
+from search.training.configs import AUGMENTATIONS, OPTIMIZERS, FinetuneConfig, SpaceContext
 from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets

@@ -16,9 +16,9 @@ import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.conftest import write_image_folder
+from tests.helpers import FAST, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1", "--pruner", "none"]
+WORKER_FLAGS = [*FAST, "--pruner", "none"]  # every trial of a worker test runs to its end
 STUDY = "many"
 # A user's own space (a real feature): a linear probe whose trials listed in the file `hold` wait
 # until the file is gone, so a test can stop or kill a worker while it is inside a trial.
@@ -26,8 +26,7 @@ HOLDING_SPACE = '''"""A linear probe; trials whose number is listed in ./hold wa
 import time
 from pathlib import Path
 
-from search.configs import FinetuneConfig
-
+from search.training.configs import FinetuneConfig
 
 def held():
     try:
@@ -54,7 +53,7 @@ def setup_workdir(cwd: Path, *, hold: Sequence[int] = ()) -> list[str]:
     (cwd / "probe.py").write_text(HOLDING_SPACE)
     if hold:
         (cwd / "hold").write_text(" ".join(map(str, hold)))
-    return ["--space", "probe.py", "--data", "shapes", "--study-name", STUDY, *FAST]
+    return ["--space", "probe.py", "--data", "shapes", "--study-name", STUDY, *WORKER_FLAGS]
 
 
 def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

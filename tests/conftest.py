@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from search.backbones import Backbone, create_backbone
-from search.dataset import Dataset, decode_source, stratified_split
-from search.sources import open_source
+from search.data.dataset import Dataset, decode_source, stratified_split
+from search.data.sources import open_source
+from search.models.backbones import Backbone, create_backbone
 
 SHAPES = ("disc", "bar", "cross")
 

@@ -16,12 +16,12 @@ import optuna
 import pytest
 from PIL import Image
 
-from search.cli import main
-from search.dataset import SPLIT_CODES
-from search.sources import TEST, open_source
+from search.cli.run import main
+from search.data.dataset import SPLIT_CODES
+from search.data.sources import TEST, open_source
+from tests.helpers import FAST, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1", "--seed", "0"]
+STUDY_FLAGS = [*FAST, "--seed", "0"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def finished_study(factory: pytest.TempPathFactory, space: str, *extra: str, tri
     study = FinishedStudy(name=f"results-{space}", folder=folder)
     if not (folder / "done").exists():
         folder.mkdir(exist_ok=True)
-        args = ["--space", space, "--trials", str(trials), *FAST, *extra, "--study-name", study.name]
+        args = ["--space", space, "--trials", str(trials), *STUDY_FLAGS, *extra, "--study-name", study.name]
         args += ["--storage", study.storage, "--artifact-dir", str(study.artifact_dir)]
         args += ["--cache-dir", str(folder / "feature_cache")]
         assert main(args) == 0

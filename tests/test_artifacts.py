@@ -12,19 +12,19 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from search.artifacts import (
+from search.data.dataset import Dataset
+from search.data.sources import TEST, VAL
+from search.study.artifacts import (
     CONFUSION_FILE,
     CURVES_FILE,
     PER_CLASS_FILE,
     fetch_artifact,
     read_per_class,
     save_trial_artifacts,
-    trial_artifacts,
 )
-from search.dataset import Dataset
-from search.evaluation import TEST_ATTR, evaluate_on_test, stored_test_part
-from search.sources import TEST, VAL
-from search.training import EpochMetrics, TrialResult
+from search.study.evaluation import evaluate_on_test, stored_test_part
+from search.study.record import TEST_ATTR, trial_artifacts
+from search.training.core import EpochMetrics, Status, TrialResult
 from tests.results_study import FinishedStudy, finished_study, png_ok
 
 
@@ -98,10 +98,10 @@ def test_curves_only_where_there_are_epochs(small_digits: Dataset, tmp_path: Pat
     labels = small_digits.labels.numpy()[small_digits.split == VAL]
     probabilities = np.eye(small_digits.num_classes, dtype=np.float32)[labels]
     epoch = EpochMetrics(1, 0.5, 0.8, 0.4, 1.0, 0.1)
-    one_step = TrialResult("complete", epoch, [], 0.1, val_probabilities=probabilities)
+    one_step = TrialResult(status=Status.COMPLETE, best=epoch, history=[], seconds=0.1, val_probabilities=probabilities)
     with_epochs = dataclasses.replace(one_step, history=[epoch])
-    pruned_without_scores = dataclasses.replace(with_epochs, status="pruned", val_probabilities=None)
-    diverged = dataclasses.replace(with_epochs, status="diverged")
+    pruned_without_scores = dataclasses.replace(with_epochs, status=Status.PRUNED, val_probabilities=None)
+    diverged = dataclasses.replace(with_epochs, status=Status.DIVERGED)
     assert save_trial_artifacts(study.ask(), one_step, small_digits, store) == [CONFUSION_FILE, PER_CLASS_FILE]
     assert save_trial_artifacts(study.ask(), with_epochs, small_digits, store) == [
         CURVES_FILE,

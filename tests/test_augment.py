@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.augment import Augmentation, augmentation
+from search.data.augment import Augmentation, augmentation
 from search.errors import UserError
 
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from search.backbones import Backbone, create_backbone, list_backbones, register_backbone
 from search.errors import UserError
-from search.prefix_cache import normalize
+from search.models.backbones import Backbone, create_backbone, list_backbones, register_backbone
+from search.models.prefix_cache import normalize
 
 
 def test_registry_lists_the_backbones_and_refuses_unknown_names() -> None:
@@ -102,7 +102,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_offline_torchvision_weights_name_the_alternatives(tmp_path: Path) -> None:
     """No hub cache and no network (a closed local proxy): the error names --weights and the bundled backbone."""
-    code = "from search.backbones import create_backbone; create_backbone('vgg16')"
+    code = "from search.models.backbones import create_backbone; create_backbone('vgg16')"
     env = {
         "TORCH_HOME": str(tmp_path),
         "https_proxy": "http://127.0.0.1:9",
@@ -116,7 +116,7 @@ def test_offline_torchvision_weights_name_the_alternatives(tmp_path: Path) -> No
 
 def test_vgg16_taps_use_the_keras_layer_names() -> None:
     """The features space taps VGG16 by the names the seed reports use, fc1 and fc2 included."""
-    from search.feature_cache import FeatureExtractor
+    from search.data.feature_cache import FeatureExtractor
 
     vgg = create_backbone("vgg16", pretrained="none")
     convs = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), start=1) for c in range(1, n + 1)]

@@ -17,11 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.cli import main
+from search.cli.run import main
 from tests.conftest import write_image_folder
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1"]
+from tests.helpers import FAST, ROOT
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -193,8 +191,7 @@ def test_a_users_own_space_file_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     (tmp_path / "linear_probe.py").write_text(
         '''"""Only a linear probe on the last stage: how good are the frozen features?"""
-from search.configs import FinetuneConfig
-
+from search.training.configs import FinetuneConfig
 
 def suggest(trial, ctx):
     return FinetuneConfig(
@@ -217,7 +214,7 @@ def test_trials_that_keep_failing_stop_the_study_with_exit_1(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "broken.py").write_text(
-        "from search.objective import TrialFailed\n"
+        "from search.study.objective import TrialFailed\n"
         "def suggest(trial, ctx):\n"
         "    trial.suggest_int('width', 1, 4)\n"
         "    raise TrialFailed('the GPU has no memory left')\n"

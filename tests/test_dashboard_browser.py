@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from search.artifacts import CONFUSION_FILE, CURVES_FILE, PER_CLASS_FILE, trial_artifacts
+from search.study.artifacts import CONFUSION_FILE, CURVES_FILE, PER_CLASS_FILE
+from search.study.record import trial_artifacts
 from tests.results_study import ROOT, FinishedStudy, finished_study, png_ok
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from search.__main__ import main
-from search.evaluation import TEST_ATTR
+from search.cli.results import main
+from search.study.record import TEST_ATTR
 from tests.results_study import FinishedStudy, finished_study, run_search, write_test_digits
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from search.backbones import Backbone
-from search.dataset import decoded_batches
-from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
-from search.sources import ImageSource, open_source
+from search.data.dataset import decoded_batches
+from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+from search.data.sources import ImageSource, open_source
+from search.models.backbones import Backbone
 from tests.conftest import write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,10 +120,10 @@ FILL_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from search.backbones import create_backbone
-    from search.dataset import decoded_batches
-    from search.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
-    from search.sources import open_source
+    from search.models.backbones import create_backbone
+    from search.data.dataset import decoded_batches
+    from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+    from search.data.sources import open_source
     import torch
 
     source = open_source(sys.argv[1], root=Path(sys.argv[1]))

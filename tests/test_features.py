@@ -10,15 +10,16 @@ import optuna
 import pytest
 import torch
 
-from search.configs import FeaturesConfig
-from search.dataset import Dataset, decode_source
+from search.data.dataset import Dataset, decode_source
+from search.data.feature_cache import FeatureCache
+from search.data.sources import VAL, open_source
 from search.errors import UserError
-from search.features_trainer import rf_stages, train_features
-from search.runner import PreparedStudy, prepare, run
-from search.sources import VAL, open_source
-from search.spec import StudySpec
-from search.trained_model import load_trial_model
-from search.training import EpochMetrics, TrainSettings
+from search.study.runner import PreparedStudy, prepare, run
+from search.study.spec import StudySpec
+from search.study.trained import load_trial_model
+from search.training.configs import FeaturesConfig
+from search.training.core import EpochMetrics, Status, TrainSettings
+from search.training.features import rf_stages, train_features
 from spaces import get_space
 from tests.conftest import write_image_folder
 from tests.test_finetune_space import CTX
@@ -107,8 +108,8 @@ class Recorder:
 @pytest.fixture(scope="module")
 def pooled(small_digits: Dataset) -> dict[str, np.ndarray]:
     """Pooled EfficientNet features of a few hundred digits: what the cache hands a trial."""
-    from search.backbones import create_backbone
-    from search.feature_cache import FeatureExtractor
+    from search.data.feature_cache import FeatureExtractor
+    from search.models.backbones import create_backbone
 
     backbone = create_backbone("efficientnet_lite0")
     extractor = FeatureExtractor(
@@ -134,7 +135,7 @@ def test_trainer_learns_digits_with_each_classifier(
     )
     reporter = Recorder()
     result = train_features(config, small_digits, pooled.__getitem__, reporter, SETTINGS)
-    assert result.status == "complete" and result.best is not None
+    assert result.status is Status.COMPLETE and result.best is not None
     assert result.best.val_accuracy > 0.6  # ten classes: chance is 0.1
     assert len(reporter.reports) == (len(rf_stages(40)) if classifier == "rf" else 1)
     assert result.val_probabilities is not None
@@ -149,8 +150,8 @@ def test_a_pruned_forest_stops_growing(small_digits: Dataset, pooled: dict[str, 
     )
     reporter = Recorder(stop_after=2)
     result = train_features(config, small_digits, pooled.__getitem__, reporter, SETTINGS)
-    assert result.status == "pruned" and len(result.history) == 2
-    assert result.estimator is None  # nothing kept from a pruned trial
+    assert result.status is Status.PRUNED and len(result.history) == 2
+    assert result.model is None and result.val_probabilities is not None  # figures kept, no model
 
 
 def _spec(tmp_path: Path, folder: Path, **changes: object) -> StudySpec:
@@ -168,9 +169,9 @@ def _spec(tmp_path: Path, folder: Path, **changes: object) -> StudySpec:
 
 
 def _extractions(prepared: PreparedStudy) -> int:
-    features = prepared.resources.features
-    assert features is not None
-    return features.__self__.extractions  # type: ignore[attr-defined]
+    cache = prepared.resources.prepared.shared
+    assert isinstance(cache, FeatureCache)
+    return cache.extractions
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_features_study_extracts_once_then_reuses_the_cache(tmp_path: Path, shapes: Path) -> None:
     first = prepare(_spec(tmp_path, shapes))
-    assert _extractions(first) == 1 and not first.data.has_images  # streamed into the cache, not held
+    assert _extractions(first) == 1 and len(first.data.images) == 0  # streamed into the cache, not held
     run(first)
     study = first.study
     assert len([t for t in study.trials if t.state.is_finished()]) >= 6
@@ -201,7 +202,7 @@ def test_features_study_extracts_once_then_reuses_the_cache(tmp_path: Path, shap
 
 
 UNFREEZING_SPACE = """
-from search.configs import FinetuneConfig
+from search.training.configs import FinetuneConfig
 
 def suggest(trial, ctx):
     return FinetuneConfig(
@@ -224,14 +225,14 @@ def test_features_of_a_fine_tuned_trial(tmp_path: Path, shapes: Path) -> None:
     cut = "block4"
     assert tapped.context.feature_layers[-2:] == (cut, "head")  # its stages up to the cut, then its head
     assert tapped.data.encoded_split() == tuned.data.encoded_split()  # never tested on what it trained on
-    assert tapped.spec.extra["backbone_weights"].startswith(f"trial:ft:{best.number}:")
+    assert tapped.resolved.backbone_weights.startswith(f"trial:ft:{best.number}:")
     run(tapped)
     assert tapped.study.best_trial.value is not None
 
     imagenet = prepare(_spec(tmp_path, shapes, study_name="imagenet", trials=1))
-    assert imagenet.resources.features is not None and tapped.resources.features is not None
-    assert not np.allclose(imagenet.resources.features(cut), tapped.resources.features(cut))  # trained
-    np.testing.assert_array_equal(imagenet.resources.features("block3"), tapped.resources.features("block3"))  # frozen
+    ours, theirs = imagenet.resources.prepared.shared, tapped.resources.prepared.shared
+    assert not np.allclose(ours.layer(cut), theirs.layer(cut))  # trained
+    np.testing.assert_array_equal(ours.layer("block3"), theirs.layer("block3"))  # frozen
 
 
 @pytest.mark.parametrize(

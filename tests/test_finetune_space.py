@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.configs import FinetuneConfig, SpaceContext, config_from_dict
 from search.errors import UserError
+from search.training.configs import FinetuneConfig, SpaceContext, config_from_dict
 from spaces import get_space, list_spaces
 from spaces.finetune import SGD_LR, SGD_MOMENTUM
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from search.backbones import Backbone
-from search.configs import FinetuneConfig
-from search.dataset import Dataset
-from search.finetune_trainer import _Network, _probe, build_head, parameter_groups, train_finetune, warmup_cosine
-from search.prefix_cache import FrozenPrefixCache
-from search.sources import TRAIN, VAL
-from search.training import EpochMetrics, NullReporter, TrainSettings
+from search.data.dataset import Dataset
+from search.data.sources import TRAIN, VAL
+from search.models.backbones import Backbone
+from search.models.prefix_cache import FrozenPrefixCache
+from search.training.configs import FinetuneConfig
+from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings
+from search.training.finetune import _Network, _probe, head_for, parameter_groups, train_finetune, warmup_cosine
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)
 HEAD_ONLY = FinetuneConfig(
@@ -52,7 +52,7 @@ class StopAt:
 def test_head_only_training_learns_digits_and_returns_the_best_epoch(small_digits: Dataset, backbone: Backbone) -> None:
     reporter = StopAt(epoch=99)
     result = train_finetune(HEAD_ONLY, small_digits, backbone, reporter, SETTINGS)
-    assert result.status == "complete"
+    assert result.status is Status.COMPLETE
     assert [m.epoch for m in reporter.seen] == [1, 2, 3, 4]
     assert result.best is not None and result.best.val_accuracy > 0.6
     assert result.best.val_loss == min(m.val_loss for m in result.history)
@@ -61,14 +61,14 @@ def test_head_only_training_learns_digits_and_returns_the_best_epoch(small_digit
 
 def test_reporter_stop_prunes_the_trial(small_digits: Dataset, backbone: Backbone) -> None:
     result = train_finetune(HEAD_ONLY, small_digits, backbone, StopAt(epoch=2), SETTINGS)
-    assert result.status == "pruned"
+    assert result.status is Status.PRUNED
     assert len(result.history) == 2
 
 
 def test_exploding_loss_ends_the_trial_as_diverged(small_digits: Dataset, backbone: Backbone) -> None:
     config = dataclasses.replace(HEAD_ONLY, optimizer="sgd", lr=1e30, momentum=0.9, head_batchnorm=False)
     result = train_finetune(config, small_digits, backbone, NullReporter(), SETTINGS)
-    assert result.status == "diverged"
+    assert result.status is Status.DIVERGED
     assert "loss became" in result.reason
 
 
@@ -90,7 +90,7 @@ def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(
         dataclasses.replace(HEAD_ONLY, augment="light"), small_digits, backbone, NullReporter(), settings, cache=cache
     )
     assert cache.extractions == 2  # augmented training runs the prefix afresh; validation reuses the entry
-    assert result.best_state is not None and any(k.startswith("trunk.") for k in result.best_state)
+    assert result.model is not None and any(k.startswith("trunk.") for k in result.model)
     after = backbone.stages.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -159,28 +159,28 @@ def test_label_smoothing_leaves_the_validation_loss_plain(small_digits: Dataset,
 
 
 def test_a_linear_head_has_no_hidden_layer() -> None:
-    head = build_head(320, dataclasses.replace(HEAD_ONLY, head_depth=0, head_dropout=0.2), 5)
+    head = head_for(dataclasses.replace(HEAD_ONLY, head_depth=0, head_dropout=0.2), 320, 5)
     linears = [m for m in head if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 1 and (linears[0].in_features, linears[0].out_features) == (320, 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
 def test_trains_on_cuda_with_bfloat16_autocast(small_digits: Dataset) -> None:
-    from search.backbones import create_backbone
+    from search.models.backbones import create_backbone
 
     gpu_backbone = create_backbone("efficientnet_lite0")
     gpu_backbone.stages.to("cuda")
     settings = dataclasses.replace(SETTINGS, device=torch.device("cuda"))
     config = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=2, backbone_lr_factor=0.3, augment="light")
     result = train_finetune(config, small_digits, gpu_backbone, NullReporter(), settings)
-    assert result.status == "complete"
+    assert result.status is Status.COMPLETE
     assert result.best is not None and result.best.val_accuracy > 0.6
     assert isinstance(settings.autocast(), torch.autocast)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
 def test_cuda_out_of_memory_fails_the_trial_with_its_reason(digits: Dataset) -> None:
-    from search.backbones import create_backbone
+    from search.models.backbones import create_backbone
 
     gpu_backbone = create_backbone("efficientnet_lite0")
     gpu_backbone.stages.to("cuda")
@@ -201,5 +201,5 @@ def test_cuda_out_of_memory_fails_the_trial_with_its_reason(digits: Dataset) -> 
         )
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    assert result.status == "out_of_memory"
+    assert result.status is Status.OUT_OF_MEMORY
     assert "CUDA out of memory" in result.reason

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from search.cli import main
-from search.storage import open_storage
+from search.cli.run import main
+from search.study.storage import open_storage
 from tests._postgres import (
     admin_connection,
     database_exists,

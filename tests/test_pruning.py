@@ -8,12 +8,13 @@ import optuna
 import pytest
 import torch
 
-from search.backbones import Backbone
-from search.dataset import Dataset
-from search.objective import Resources, TrialReporter, make_objective
-from search.prefix_cache import FrozenPrefixCache
-from search.runner import make_pruner
-from search.training import METRICS, EpochMetrics, TrainSettings
+from search.data.dataset import Dataset
+from search.kinds import Prepared, get_kind
+from search.models.backbones import Backbone
+from search.models.prefix_cache import FrozenPrefixCache
+from search.study.objective import Resources, TrialReporter, make_objective
+from search.study.runner import make_pruner
+from search.training.core import METRICS, EpochMetrics, TrainSettings
 from spaces import get_space
 from tests.test_finetune_space import CTX
 
@@ -55,9 +56,8 @@ def test_real_trials_on_digits_prune_a_hopeless_configuration(
 ) -> None:
     """Trained, not scripted: a barely-learning learning rate is pruned after a good trial."""
     settings = TrainSettings(max_epochs=3, patience=3, device=torch.device("cpu"), seed=0)
-    resources = Resources(
-        small_digits, backbone, settings, cache=FrozenPrefixCache(backbone, small_digits, settings.device)
-    )
+    prepared = Prepared(data=small_digits, shared=FrozenPrefixCache(backbone, small_digits, settings.device))
+    resources = Resources(kind=get_kind("finetune"), prepared=prepared, backbone=backbone, settings=settings)
     ctx = CTX.__class__(**{**CTX.__dict__, "device": "cpu", "train_size": 280})
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3))
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from search.runner import prepare, run
-from search.spec import StudySpec
+from search.study.runner import prepare, run
+from search.study.spec import StudySpec
 
 FLOWERS = Path(__file__).parent / "photos" / "flowers"  # 5 kinds x (6 train + 4 val) photos, see photos/README.md
 
@@ -22,8 +22,8 @@ def test_a_features_study_on_real_photos_beats_chance_by_far(tmp_path: Path) -> 
         cache_dir=tmp_path / "cache",
     )
     prepared = prepare(spec)  # default image size: the backbone's native 224 px, though the photos are 144 px
-    assert prepared.spec.image_size == 224
-    assert prepared.spec.extra["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert prepared.resolved.image_size == 224
+    assert (prepared.resolved.mean, prepared.resolved.std) == ((0.5,) * 3, (0.5,) * 3)
     run(prepared)
     study = prepared.study
     first = study.trials[0]  # the enqueued standard recipe: a logistic regression on the deepest layer

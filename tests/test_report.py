@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.__main__ import main
-from search.evaluation import TEST_ATTR
+from search.cli.results import main
+from search.study.record import TEST_ATTR
 from tests.results_study import FinishedStudy, finished_study, png_ok
 
 SECTIONS = (
@@ -61,7 +61,10 @@ def test_report_has_every_section_and_inline_html(study: FinishedStudy, tmp_path
     assert f"| accuracy | {loaded.best_trial.user_attrs['val_accuracy']:.2%} | {test['accuracy']:.2%} |" in markdown
     main_choice = "### unfreeze_blocks" if study.name.endswith("finetune") else "### clf_name"
     assert main_choice in headings
-    assert loaded.best_trial.user_attrs["history"] or "no epochs" in markdown
+    curves = "![learning curves](figures/best_curves.png)" in markdown
+    assert curves == bool(loaded.best_trial.user_attrs["history"]), (
+        "curves drawn exactly when the best trial has epochs"
+    )
 
     html = (out / "report.html").read_text()
     assert 'src="figures/' not in html, "every figure is inline"

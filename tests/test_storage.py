@@ -8,15 +8,13 @@ from pathlib import Path
 
 import optuna
 
-from search.spec import mask_password
-from search.storage import open_storage
-
-ROOT = Path(__file__).resolve().parents[1]
+from search.study.storage import mask_password, open_storage
+from tests.helpers import ROOT
 
 
 def test_processes_opening_a_fresh_sqlite_database_at_once_all_succeed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'optuna.db'}"
-    code = "import sys; from search.storage import open_storage; open_storage(sys.argv[1])"
+    code = "import sys; from search.study.storage import open_storage; open_storage(sys.argv[1])"
     workers = [
         subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for _ in range(4)

@@ -16,9 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.cli import main
-from search.storage import heartbeat_interval, open_storage
-from search.workers import SEED_STRIDE, Tally, worker_index, worker_seed
+from search.cli.run import main
+from search.study.storage import heartbeat_interval, open_storage
+from search.study.workers import SEED_STRIDE, Tally, rounds, worker_index, worker_seed
 from tests._workers import (
     assert_retried,
     finish,
@@ -117,6 +117,23 @@ def test_running_trials_elsewhere_count_toward_the_target() -> None:
     assert not Tally.of(study).covers(2), "a queued trial (a dead worker's retry) is always run"
     study.tell(running, state=optuna.trial.TrialState.FAIL)
     assert not Tally.of(study).covers(2)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_past_the_target_a_dead_peers_trial_is_still_failed_and_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that raced past the target wait out the grace period instead of leaving it RUNNING."""
+    monkeypatch.setenv("TRANSFER_SEARCH_HEARTBEAT", "1")
+    storage = open_storage(sqlite_url(tmp_path))
+    study = optuna.create_study(study_name="raced", storage=storage)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(dead._trial_id)  # its worker beat once, then died
+    for _ in range(2):
+        study.tell(study.ask(), 1.0)
+    assert next(rounds(study, 2, timeout=30)) is not None, "the retry is handed to this worker"
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE", "WAITING"]
+    assert study.trials[3].params == dead.params
 
 
 def test_sqlite_on_a_local_disk_uses_the_write_ahead_log(tmp_path: Path) -> None:

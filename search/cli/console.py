@@ -1,0 +1,152 @@
+"""What the user sees while a study runs: a progress bar, a line per trial, a closing table."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import warnings
+from pathlib import Path
+from types import TracebackType
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from search.kinds import StudyKind
+from search.results.text import format_pairs
+from search.study.record import completed_trials, finished_count, stored_test
+from search.study.spec import StudySpec
+from search.study.storage import mask_password
+
+DEFAULTS = StudySpec()
+STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
+
+
+def format_params(params: dict[str, object], kind: StudyKind) -> str:
+    """The choices that tell trials of this kind apart, on one line."""
+    return format_pairs(kind.describe(params))
+
+
+class StudyProgress:
+    """A rich progress bar over the study's finished trials, and an Optuna callback that feeds it."""
+
+    def __init__(self, console: Console, spec: StudySpec, kind: StudyKind, already_finished: int) -> None:
+        self.console = console
+        self.spec = spec
+        self.kind = kind
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            speed_estimate_period=3600,  # trials take minutes: average over the run, not the last 30 s
+        )
+        self.task = self.progress.add_task(spec.name, total=spec.trials, completed=already_finished, best="-")
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        style = STATE_STYLE.get(trial.state, "white")
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        accuracy = trial.user_attrs.get("val_accuracy")
+        acc = f" acc={accuracy:.2%}" if accuracy is not None else ""
+        seconds = trial.user_attrs.get("seconds", 0.0)
+        reason = trial.user_attrs.get("fail_reason", "")
+        self.console.print(
+            f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
+            f"{format_params(trial.params, self.kind)} [dim]{seconds:.1f}s[/] {reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        finished = finished_count(study)
+        best = _best_or_none(study)
+        best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
+        self.progress.update(self.task, completed=min(finished, self.spec.trials), best=best_text)
+
+
+def _best_or_none(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def dashboard_command(storage: str, artifact_dir: Path = DEFAULTS.artifact_dir) -> str:
+    """The command that shows this storage's studies with their artifacts (password masked)."""
+    command = "python -m search dashboard"
+    if storage != DEFAULTS.storage:
+        command += f" --storage {shlex.quote(mask_password(storage))}"
+    if artifact_dir != DEFAULTS.artifact_dir:
+        command += f" --artifact-dir {shlex.quote(str(artifact_dir))}"
+    return command
+
+
+def report_command(spec: StudySpec) -> str:
+    command = f"python -m search report --study-name {shlex.quote(spec.name)}"
+    return command + (
+        f" --storage {shlex.quote(mask_password(spec.storage))}" if spec.storage != DEFAULTS.storage else ""
+    )
+
+
+def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str:
+    """What the run found on held-out data, and the commands to look closer."""
+    lines = [f"finished in {seconds:.0f}s."]
+    test = stored_test(study)  # only when it is for the current best trial
+    if test is not None:
+        lines.append(
+            f"Best trial {test['trial']} on the {test['images']} held-out test images: "
+            f"accuracy {test['accuracy']:.2%}, macro F1 {test['macro_f1']:.3f}."
+        )
+    lines += [
+        "Inspect the trials (curves, confusion matrices) with:",
+        f"  {dashboard_command(spec.storage, spec.artifact_dir)}",
+        "Write a report with:",
+        f"  {report_command(spec)}",
+    ]
+    return "\n".join(lines)
+
+
+def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top: int = 5) -> Table:
+    """The best completed trials, best first, with their accuracy and key choices."""
+    done = completed_trials(study)
+    table = Table(title=f"best trials of {spec.name} ({len(done)} complete)")
+    for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "params"):
+        table.add_column(column)
+    for trial in done[:top]:
+        table.add_row(
+            str(trial.number),
+            f"{trial.value:.4f}",
+            f"{trial.user_attrs.get('val_accuracy', float('nan')):.2%}",
+            str(trial.user_attrs.get("epochs_run", "")),
+            f"{trial.user_attrs.get('seconds', 0.0):.1f}",
+            format_params(trial.params, kind),
+        )
+    return table
+
+
+def configure_logging(console: Console, verbose: bool) -> None:
+    """Log records through rich on `console`; Optuna's own messages only with --verbose."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    # Each trial gets its own line (with a failed trial's reason); Optuna's own per-trial logs and
+    # failure tracebacks would repeat it, so they show only with --verbose.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -1,0 +1,157 @@
+"""`python -m search report | dashboard | export | predict`: see and use a study's results.
+
+Each command reads what `run_study.py` wrote and creates no study; bad input is one line on
+stderr and exit code 2, like `run_study.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
+
+from search.cli.console import configure_logging
+from search.errors import UserError
+from search.results.dashboard import DEFAULT_PORT
+from search.results.reading import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
+from search.study.spec import DEVICES_HELP
+from search.study.storage import mask_password, storage_error_line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search",
+        description="See and use the results of studies run by run_study.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        if name != "predict":
+            sub.add_argument("--storage", default=DEFAULT_STORAGE, help="the study storage run_study.py used")
+        return sub
+
+    report = command("report", "write studies/NAME/report.md and report.html for a study")
+    report.add_argument("--study-name", required=True)
+    report.add_argument("--out", type=Path, default=None, help="folder for the report (default: studies/NAME)")
+
+    dashboard = command("dashboard", "start optuna-dashboard on the study storage, with the trials' artifacts")
+    dashboard.add_argument("--port", type=int, default=DEFAULT_PORT)
+
+    export = command("export", "write the best model of a study as a self-contained folder")
+    export.add_argument("--study-name", required=True)
+    export.add_argument("--out", type=Path, required=True, help="a new folder for the model")
+    export.add_argument("--trial", type=int, default=None, help="a completed trial's number instead of the best")
+
+    predict = command("predict", "class and probability per image, from a folder written by export")
+    predict.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
+    predict.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
+    predict.add_argument("--out", type=Path, default=None, help="write a CSV here instead of printing")
+
+    for sub in (report, dashboard, export):
+        default = DEFAULT_ARTIFACT_DIR if sub is dashboard else None
+        sub.add_argument(
+            "--artifact-dir",
+            type=Path,
+            default=default,
+            help="the trials' artifact folder" + ("" if default else " (default: the one the study was run with)"),
+        )
+    for sub in (report, export, predict):
+        sub.add_argument("--device", default="auto", help=DEVICES_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
+    return parser
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from search.results.reading import artifact_store_for, best_trial, load_existing_study
+    from search.results.report import write_report
+    from search.training.core import resolve_device
+
+    study = load_existing_study(args.storage, args.study_name)
+    best_trial(study)  # no completed trial: say so before anything else
+    store = artifact_store_for(study, args.artifact_dir)
+    out = args.out or Path("studies") / study.study_name
+    markdown, html = write_report(study, store, out, device=resolve_device(args.device))
+    console.print(f"wrote {markdown} and {html}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace, console: Console) -> int:
+    from search.results.dashboard import serve
+
+    def ready(url: str) -> None:
+        console.print(
+            f"optuna-dashboard serves {mask_password(args.storage)} at [bold]{url}[/] (Ctrl-C stops it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        serve(args.storage, args.artifact_dir, args.port, ready=ready)
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+    return 0
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from search.results.export import chosen_trial, export_model
+    from search.results.reading import artifact_store_for, load_existing_study
+    from search.training.core import resolve_device
+
+    study = load_existing_study(args.storage, args.study_name)
+    chosen_trial(study, args.trial)  # no such trial: say so before looking for its files
+    store = artifact_store_for(study, args.artifact_dir)
+    trial = export_model(study, store, args.out, trial_number=args.trial, device=resolve_device(args.device))
+    console.print(
+        f"exported trial {trial.number} of {study.study_name} to {args.out}; "
+        f"try: python -m search predict --model {args.out} IMAGES...",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace, console: Console) -> int:
+    from search.results.bundles import load_bundle
+    from search.results.predict import image_files, predict_files, write_csv
+    from search.training.core import resolve_device
+
+    model = load_bundle(args.model, device=resolve_device(args.device))
+    predictions = predict_files(model, image_files(args.images))
+    if args.out is not None:
+        write_csv(predictions, args.out)
+        console.print(f"wrote {len(predictions)} predictions to {args.out}", highlight=False)
+    else:
+        # tab-separated, one line per image: easy to read, sort, cut or paste into a sheet
+        sys.stdout.write("".join(f"{p.path}\t{p.label}\t{p.probability:.4f}\n" for p in predictions))
+    return 0
+
+
+COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "predict": _predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True, soft_wrap=True)
+    configure_logging(errors, args.verbose)  # logs on stderr: predict's stdout stays machine-readable
+    try:
+        return COMMANDS[args.command](args, console)
+    except UserError as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+        errors.print(f"[red]error:[/] the study storage failed ({storage_error_line(exc)})", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""`run_study.py`: parse the flags into a StudySpec, run the study, show the results."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import optuna
+from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
+
+from search.cli.console import StudyProgress, closing_message, configure_logging, summary_table
+from search.cli.launcher import run_workers
+from search.errors import StudyAborted, UserError
+from search.models.backbones import list_backbones
+from search.study import runner
+from search.study.record import finished_count
+from search.study.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
+from search.study.storage import storage_error_line
+from search.training.core import METRICS
+from spaces import list_spaces
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = StudySpec()
+    parser = argparse.ArgumentParser(
+        prog="run_study.py",
+        description="Run (or resume) an Optuna study of transfer-learning configurations.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--space",
+        default=defaults.space,
+        help=f"one of {', '.join(list_spaces())}, or a .py file defining suggest(trial, ctx)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=defaults.trials,
+        help="finished trials wanted in the study in total (re-running tops it up)",
+    )
+    parser.add_argument(
+        "--data",
+        default=defaults.data,
+        help="'digits', a torchvision name (cifar10, ...), or a folder of class sub-folders",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=defaults.data_root, help="where torchvision datasets live or are downloaded"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square input size; default: the backbone's native size (224), or on CPU for finetune what fits a pixel budget (at least 96)",
+    )
+    parser.add_argument("--backbone", default=defaults.backbone, help=f"one of {', '.join(list_backbones())}")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights"
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=defaults.pretrained,
+        choices=("imagenet", "none"),
+        help="'none' trains the backbone from random init on purpose",
+    )
+    parser.add_argument(
+        "--storage", default=defaults.storage, help="Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db"
+    )
+    parser.add_argument(
+        "--artifact-dir",
+        type=Path,
+        default=defaults.artifact_dir,
+        help="where trial artifacts (curves, confusion matrices, checkpoints) are stored",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=defaults.cache_dir, help="where extracted backbone features are cached"
+    )
+    parser.add_argument(
+        "--from-trial",
+        default=None,
+        metavar="STUDY:NUMBER",
+        help="features space: tap the network fine-tuned by this finished finetune trial (same storage)",
+    )
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes to start on this study")
+    parser.add_argument("--study-name", default=None, help="default: <space>-<data>-<backbone>")
+    parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS)
+    parser.add_argument("--pruner", default=defaults.pruner, choices=PRUNERS)
+    parser.add_argument(
+        "--metric",
+        default=defaults.metric,
+        choices=tuple(METRICS),
+        help="what the study optimises and trials report each epoch",
+    )
+    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
+    parser.add_argument(
+        "--patience", type=int, default=defaults.patience, help="epochs without improvement before a trial stops itself"
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device, help=DEVICES_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> StudySpec:
+    """Every StudySpec field has a flag of the same name."""
+    return StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
+    configure_logging(console, args.verbose)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
+    started = time.monotonic()
+    study = None
+    try:
+        spec = spec_from_args(args)
+        if spec.workers > 1:  # this process starts the workers, then shows their shared study as one run
+            argv = sys.argv[1:] if argv is None else argv
+            return run_workers(spec, argv, console, errors, verbose=args.verbose, started=started)
+        prepared = runner.prepare(spec)
+        study, spec, data = prepared.study, prepared.spec, prepared.data
+        counts = data.split_counts()
+        console.print(
+            f"study [bold]{spec.name}[/]: {data.name} ({len(data.labels)} images, {data.num_classes} classes, "
+            f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}, {data.image_size}px), "
+            f"{spec.backbone} ({prepared.resolved.backbone_weights}) on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
+            highlight=False,
+        )
+        already = finished_count(study)
+        if already >= spec.trials:
+            console.print(
+                f"the study already has {already} finished trials (asked for {spec.trials}); raise --trials to run more"
+            )
+        with StudyProgress(console, spec, prepared.resources.kind, already) as progress:
+            runner.run(prepared, callbacks=[progress])
+    except (UserError, StudyAborted) as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+        reason = storage_error_line(exc)
+        errors.print(
+            f"[red]error:[/] the study storage failed ({reason}); run the same command to resume",
+            highlight=False,
+        )
+        return 1
+    except KeyboardInterrupt:
+        if study is None:
+            errors.print("[yellow]interrupted[/] before the first trial; nothing was run")
+            return 130
+        errors.print(
+            f"[yellow]interrupted[/]: the running trial is marked failed; {finished_count(study)} finished trials are saved. Run the same command to resume."
+        )
+        return 130
+    console.print(summary_table(study, spec, prepared.resources.kind))
+    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False, soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

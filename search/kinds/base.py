@@ -1,0 +1,162 @@
+"""What a study kind is: the base every kind implements, and what the runner hands it.
+
+A kind decides everything that differs between studies that train a network (finetune) and studies
+that fit a classifier on extracted features (features): its config type, how its data is prepared,
+how a trial trains, how its trained model is kept in a checkpoint, rebuilt, bundled and described.
+The runner, objective, checkpoints, export and console ask the study's kind; nothing else tests for one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from search.data.dataset import Dataset
+from search.data.sizing import default_image_size
+from search.data.sources import ImageSource
+from search.errors import UserError
+from search.models.backbones import Backbone
+from search.training.core import Reporter, TrainSettings, TrialResult
+
+Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, 3, S, S] and their labels
+
+
+class TrainedModel(Protocol):
+    """Class probabilities for uint8 images decoded at `image_size` (search.data.dataset.decode_image_file)."""
+
+    kind: str
+    class_names: tuple[str, ...]
+    image_size: int
+
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SourceTrial:
+    """A finished trial of a study that kept its model, as read back from the storage (--from-trial)."""
+
+    study_name: str
+    number: int
+    kind: str
+    config: dict[str, Any]
+    checkpoint: Any  # its kind's stored model parts
+    checkpoint_id: str
+    backbone: str
+    pretrained: str
+    weights: str | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    classes: tuple[str, ...]
+    fingerprint: str
+    split: str  # the source study's split: a study on the same data adopts it
+
+    @property
+    def weights_id(self) -> str:
+        return f"trial:{self.study_name}:{self.number}:{self.checkpoint_id}"
+
+
+@dataclass(frozen=True)
+class KindInputs:
+    """What the runner resolved before a kind prepares its data."""
+
+    backbone: Backbone
+    device: torch.device
+    image_size: int
+    cache_dir: Path
+    weights: str  # the backbone's weights, or the source trial's, as keyed into caches
+    source: SourceTrial | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A kind's data, built once per process: the dataset and what its trials share (a cache)."""
+
+    data: Dataset
+    shared: Any  # finetune: a FrozenPrefixCache; features: a FeatureCache
+    feature_layers: tuple[str, ...] = ()  # layers a features space may tap
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What rebuilding a trained model needs besides its config and checkpoint."""
+
+    backbone: Backbone  # fed with the study's recorded normalisation
+    class_names: tuple[str, ...]
+    image_size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: SourceTrial | None = None  # the trial whose network a features model taps
+
+
+class StudyKind(ABC):
+    """One kind of study; subclasses register with `search.kinds.register_kind`."""
+
+    name: ClassVar[str]
+    config_type: ClassVar[type]
+    checkpoint_file: ClassVar[str]  # the file name of a trial's kept model in the artifact store
+    accepts_source: ClassVar[bool] = False  # whether --from-trial may feed it another trial's network
+    main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
+    # whether a CPU study shrinks its images to a pixel budget: true where every epoch runs the backbone
+    cpu_pixel_budget: ClassVar[bool] = False
+
+    def input_size(
+        self, *, native: int, backbone: Backbone, pretrained: bool, images: int, device: torch.device
+    ) -> int:
+        """The image size a study of this kind uses when --image-size is not given (search.data.sizing)."""
+        return default_image_size(
+            native=native,
+            backbone_native=backbone.native_image_size,
+            pretrained=pretrained,
+            images=images,
+            cpu_budget=self.cpu_pixel_budget and device.type == "cpu",
+        )
+
+    @abstractmethod
+    def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
+        """Decode or extract the data once for this process."""
+
+    @abstractmethod
+    def train(
+        self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings
+    ) -> TrialResult:
+        """Train one trial's config on the prepared data."""
+
+    @abstractmethod
+    def test_images(self, prepared: Prepared) -> Part | None:
+        """The held test images when this kind keeps them in memory; None: decode them from the source."""
+
+    @abstractmethod
+    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
+        """Store a trial's trained parts (TrialResult.model) in one file."""
+
+    @abstractmethod
+    def read_checkpoint(self, path: Path) -> Any:
+        """The trained parts written by `write_checkpoint`."""
+
+    @abstractmethod
+    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> TrainedModel:
+        """A trial's model, ready to predict, from its config and checkpoint."""
+
+    @abstractmethod
+    def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
+        """Write the model's files into an export folder; returns what its bundle.json records about it."""
+
+    @abstractmethod
+    def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> TrainedModel:
+        """The model of an export folder written by `write_bundle`."""
+
+    @abstractmethod
+    def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The parameters that tell this kind's trials apart, for one line of the console."""
+
+    def tap_model(
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone, num_classes: int
+    ) -> tuple[nn.Sequential, dict[str, str]]:
+        """A trial's trained network as layers to tap (checkpoint None: its shape only, for loading a bundle)."""
+        raise UserError(f"a {self.name} trial has no network to reuse; --from-trial needs a finetune trial")

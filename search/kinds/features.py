@@ -1,0 +1,173 @@
+"""The features kind: pooled backbone layers, extracted once into an on-disk cache, into a classical classifier."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from search.data.dataset import check_readable, dataset_of, decoded_batches, warn_ignored
+from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+from search.data.sources import ImageSource
+from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
+from search.kinds.registry import get_kind, register_kind
+from search.models.backbones import Backbone, create_backbone
+from search.training.configs import FeaturesConfig, config_from_dict
+from search.training.core import Reporter, TrainSettings, TrialResult
+from search.training.features import select_features, train_features
+
+log = logging.getLogger(__name__)
+
+EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
+PREDICT_BATCH = 128
+WEIGHTS_FILE = "weights.pt"
+PIPELINE_FILE = "pipeline.pkl"
+
+
+@dataclass
+class FeaturesModel:
+    """Tapped, pooled backbone layers into a fitted scikit-learn pipeline."""
+
+    extractor: FeatureExtractor
+    config: FeaturesConfig
+    pipeline: Any
+    backbone: str
+    class_names: tuple[str, ...]
+    image_size: int
+    source_config: dict[str, Any] | None = None  # the config of the trained network tapped (--from-trial), if any
+    source_kind: str | None = None
+    kind: str = "features"
+
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        chunks = []
+        for batch in images.split(PREDICT_BATCH):
+            pooled = self.extractor(batch, self.config.layers)
+            chunks.append(self.pipeline.predict_proba(select_features(self.config, pooled.__getitem__)))
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: KindInputs) -> Prepared:
+    """Fill (or reuse) the on-disk feature cache by streaming the images; the dataset keeps labels only."""
+    key = FeatureKey(
+        inputs.backbone.name,
+        inputs.weights,
+        inputs.image_size,
+        source.fingerprint(),
+        len(source),
+        extractor.mean,
+        extractor.std,
+    )
+    cache = FeatureCache(inputs.cache_dir, key, extractor)
+    warn_ignored(source)
+    bad: list[str] = []
+
+    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
+        for indices, images, reasons in decoded_batches(source, image_size=key.image_size, batch_size=EXTRACT_BATCH):
+            bad.extend(reasons)
+            yield indices, images, reasons
+
+    good = cache.ensure(batches)
+    if cache.extractions:
+        check_readable(source, int(good.sum()), bad)
+    elif not good.all():
+        log.warning("skipping %d images that could not be read when their features were cached", int((~good).sum()))
+    data = dataset_of(source, good, None, image_size=key.image_size)
+    return Prepared(data=data, shared=cache, feature_layers=extractor.layers)
+
+
+def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
+    """The backbone's taps, or those of the source trial's network."""
+    backbone = inputs.backbone
+    source = inputs.source
+    if source is None:
+        tap_model, taps = backbone.tap_model(), backbone.taps
+    else:
+        tap_model, taps = get_kind(source.kind).tap_model(
+            source.config, source.checkpoint, backbone, len(source.classes)
+        )
+    return FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=inputs.device)
+
+
+@register_kind
+class FeaturesKind(StudyKind):
+    """Labels in memory, pooled features on disk (shared by trials, studies and workers), no images held."""
+
+    name = "features"
+    config_type = FeaturesConfig
+    checkpoint_file = "features_pipeline.pkl"  # a fitted scikit-learn pipeline (pickle: our own artifact store)
+    accepts_source = True
+    main_choices = ("clf_name", "feat_pca")
+
+    def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
+        return stream_features(source, _extractor(inputs), inputs)
+
+    def train(
+        self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings
+    ) -> TrialResult:
+        return train_features(config, prepared.data, prepared.shared.layer, reporter, settings)
+
+    def test_images(self, prepared: Prepared) -> Part | None:
+        return None  # images were streamed into the feature cache, never held
+
+    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
+        path.write_bytes(pickle.dumps({"config": asdict(config), "pipeline": model}))
+
+    def read_checkpoint(self, path: Path) -> Any:
+        return pickle.loads(path.read_bytes())["pipeline"]
+
+    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FeaturesModel:
+        return FeaturesModel(
+            _extractor(inputs),
+            config_from_dict(FeaturesConfig, config),
+            checkpoint,
+            inputs.backbone.name,
+            inputs.class_names,
+            inputs.image_size,
+            inputs.source.config if inputs.source else None,
+            inputs.source.kind if inputs.source else None,
+        )
+
+    def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
+        torch.save(model.extractor.model.state_dict(), folder / WEIGHTS_FILE)
+        (folder / PIPELINE_FILE).write_bytes(pickle.dumps(model.pipeline))
+        return {
+            "backbone": model.backbone,
+            "config": asdict(model.config),
+            "mean": list(model.extractor.mean),
+            "std": list(model.extractor.std),
+            "taps": model.extractor.taps,
+            "source_config": model.source_config,
+            "source_kind": model.source_kind,
+        }
+
+    def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FeaturesModel:
+        backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
+        class_names = tuple(record["class_names"])
+        source_config = record.get("source_config")
+        source_kind = record.get("source_kind") or "finetune"  # bundles before kinds were recorded tapped finetune only
+        if source_config:
+            tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, len(class_names))
+        else:
+            tap_model, taps = backbone.tap_model(), backbone.taps
+        tap_model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        if record["taps"] != taps:
+            raise ValueError("the bundle's layer taps do not match this backbone")
+        mean, std = tuple(record["mean"]), tuple(record["std"])
+        extractor = FeatureExtractor(tap_model, taps, mean=mean, std=std, device=device)
+        pipeline = pickle.loads((folder / PIPELINE_FILE).read_bytes())
+        config = config_from_dict(FeaturesConfig, record["config"])
+        size = int(record["image_size"])
+        return FeaturesModel(extractor, config, pipeline, backbone.name, class_names, size, source_config, source_kind)
+
+    def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The layers tapped, then the classifier and its settings."""
+        layers = [k.removeprefix("feat_use_") for k, v in params.items() if k.startswith("feat_use_") and v]
+        return [("layers", "+".join(layers))] + [
+            (k, v) for k, v in params.items() if k.startswith(("clf_", "feat_pca_dims"))
+        ]

@@ -1,0 +1,153 @@
+"""The finetune kind: a head on a backbone's cut, the last stages trained with it, on decoded images."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from search.data.dataset import decode_source
+from search.data.pixels import normalize_pixels
+from search.data.sources import TEST, ImageSource
+from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
+from search.kinds.registry import register_kind
+from search.models.backbones import Backbone, create_backbone, freeze
+from search.models.heads import hidden_part
+from search.models.prefix_cache import FrozenPrefixCache
+from search.training.configs import FinetuneConfig, config_from_dict
+from search.training.core import Reporter, TrainSettings, TrialResult
+from search.training.finetune import head_for, train_finetune
+
+PREDICT_BATCH = 128
+WEIGHTS_FILE = "weights.pt"
+KEY_PARAMS = ("backbone_cut", "unfreeze_blocks", "opt_name", "opt_sgd_lr", "opt_adam_lr", "batch_size", "augment")
+
+
+def finetuned_parts(
+    backbone: Backbone, config: FinetuneConfig, state: dict[str, torch.Tensor] | None, num_classes: int
+) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
+    """The stages up to the cut with the trial's trained ones loaded (copies), and its head (untrained: state None)."""
+    frozen, cut = backbone.trainable_span(config.cut, config.unfreeze_blocks)
+    stages = OrderedDict((name, copy.deepcopy(backbone.stages[name])) for name in backbone.stage_names[:cut])
+    head = head_for(config, backbone.channels_at(config.cut), num_classes)
+    if state is not None:
+        trunk = nn.Sequential(*list(stages.values())[frozen:cut])
+        trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state.items() if k.startswith("trunk.")})
+        head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+    return stages, head
+
+
+def finetuned_tap_model(
+    stages: OrderedDict[str, nn.Module], head: nn.Sequential
+) -> tuple[nn.Sequential, dict[str, str]]:
+    """A fine-tuned network to tap: its stages, then its head's last hidden layer as the layer `head`."""
+    parts = OrderedDict(stages)
+    parts["head"] = hidden_part(head)  # pooled, hidden layers; the classifier itself is not a feature
+    model = nn.Sequential(parts)
+    freeze(model)
+    return model, {name: name for name in parts}
+
+
+@dataclass
+class FinetuneModel:
+    """A fine-tuned network: the stages up to the cut and the trained head."""
+
+    network: nn.Sequential
+    config: FinetuneConfig
+    backbone: str
+    class_names: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    kind: str = "finetune"
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        self.network.to(self.device).eval()
+        chunks = [
+            self.network(normalize_pixels(batch.to(self.device), self.mean, self.std)).float().softmax(1).cpu().numpy()
+            for batch in images.split(PREDICT_BATCH)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def _network(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.Sequential:
+    return nn.Sequential(OrderedDict([*stages.items(), ("head", head)]))
+
+
+@register_kind
+class FinetuneKind(StudyKind):
+    """Decoded images in memory, frozen-prefix activations cached, a network trained per trial."""
+
+    name = "finetune"
+    config_type = FinetuneConfig
+    checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
+    main_choices = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name")
+    cpu_pixel_budget = True  # backward passes through the backbone cost minutes an epoch at 224 px on a CPU
+
+    def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
+        data = decode_source(source, image_size=inputs.image_size)
+        return Prepared(data=data, shared=FrozenPrefixCache(inputs.backbone, data, inputs.device))
+
+    def train(
+        self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings
+    ) -> TrialResult:
+        return train_finetune(config, prepared.data, backbone, reporter, settings, cache=prepared.shared)
+
+    def test_images(self, prepared: Prepared) -> Part | None:
+        return prepared.data.part(TEST)
+
+    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
+        torch.save({k: v.cpu() for k, v in model.items()}, path)
+
+    def read_checkpoint(self, path: Path) -> Any:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
+        config = config_from_dict(FinetuneConfig, config)
+        backbone = inputs.backbone
+        stages, head = finetuned_parts(backbone, config, checkpoint, len(inputs.class_names))
+        return FinetuneModel(
+            _network(stages, head),
+            config,
+            backbone.name,
+            inputs.class_names,
+            inputs.image_size,
+            backbone.mean,
+            backbone.std,
+            inputs.device,
+        )
+
+    def tap_model(
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone, num_classes: int
+    ) -> tuple[nn.Sequential, dict[str, str]]:
+        tuned = config_from_dict(FinetuneConfig, config)
+        return finetuned_tap_model(*finetuned_parts(backbone, tuned, checkpoint, num_classes))
+
+    def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
+        torch.save(model.network.state_dict(), folder / WEIGHTS_FILE)
+        return {
+            "backbone": model.backbone,
+            "config": asdict(model.config),
+            "mean": list(model.mean),
+            "std": list(model.std),
+        }
+
+    def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FinetuneModel:
+        backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
+        class_names = tuple(record["class_names"])
+        config = config_from_dict(FinetuneConfig, record["config"])
+        network = _network(*finetuned_parts(backbone, config, None, len(class_names)))
+        network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        mean, std = tuple(record["mean"]), tuple(record["std"])
+        return FinetuneModel(network, config, backbone.name, class_names, int(record["image_size"]), mean, std, device)
+
+    def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]

@@ -1,0 +1,30 @@
+"""Classification heads put on a backbone's cut: the part of a fine-tuned model every trial trains."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def build_head(
+    in_channels: int, num_classes: int, *, depth: int, width: int, batchnorm: bool, dropout: float
+) -> nn.Sequential:
+    """Global average pool, then `depth` x ([BN] Linear ReLU Dropout), then the classifier.
+
+    With no hidden layer the head is the standard linear probe: dropout, then the classifier.
+    """
+    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    features = in_channels
+    for _ in range(depth):
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(features))
+        layers += [nn.Linear(features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        features = width
+    if depth == 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
+def hidden_part(head: nn.Sequential) -> nn.Sequential:
+    """The head without its classifier: pooled features and hidden layers, what a features study taps."""
+    return head[:-1]

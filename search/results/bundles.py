@@ -1,0 +1,51 @@
+"""Exported models: a folder that needs nothing but this package, read back by `predict`.
+
+A bundle holds `bundle.json` (format, kind, class names, image size, preprocessing and what the
+kind records) beside the files the model's kind writes (network weights; a features model's
+fitted scikit-learn pipeline too).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.errors import UserError
+from search.kinds import TrainedModel, get_kind
+
+BUNDLE_FORMAT = "transfer-search-model/1"
+BUNDLE_FILE = "bundle.json"
+CPU = torch.device("cpu")
+
+
+def save_bundle(model: TrainedModel, out: Path) -> None:
+    """Write a self-contained folder: the kind's files, then bundle.json describing them."""
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "kind": model.kind,
+        "class_names": list(model.class_names),
+        "image_size": model.image_size,
+        "preprocessing": "RGB, EXIF-upright, shorter side to image_size, centre crop, /255, (x - mean) / std",
+    }
+    record |= get_kind(model.kind).write_bundle(model, out)
+    (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
+    """A model from a folder written by `save_bundle`; anything else is a one-line error."""
+    try:
+        record = json.loads((path / BUNDLE_FILE).read_text())
+        if record.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"format {record.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        return get_kind(record["kind"]).read_bundle(record, path, device)
+    except UserError:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        raise UserError(
+            f"{path} is not a model bundle this version can read ({reason}); write one with python -m search export"
+        ) from None

@@ -1,0 +1,43 @@
+"""`python -m search export`: the study's best model as a self-contained folder for `predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import UserError
+from search.results.bundles import save_bundle
+from search.results.reading import best_trial
+from search.study.trained import load_trial_model
+
+
+def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The best completed trial, or the completed trial with this number."""
+    if number is None:
+        return best_trial(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials or trials[number].state != TrialState.COMPLETE:
+        state = trials[number].state.name.lower() if number in trials else "not in the study"
+        raise UserError(f"trial {number} of study '{study.study_name}' is {state}; pass a completed trial's number")
+    return trials[number]
+
+
+def export_model(
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    out: Path,
+    *,
+    trial_number: int | None = None,
+    device: torch.device,
+) -> FrozenTrial:
+    """Write the trial's model (weights, config, class names, preprocessing) to `out`; never over a folder in use."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists and is not an empty folder; pick a new one")
+    trial = chosen_trial(study, trial_number)
+    model = load_trial_model(study, trial, store, device=device)
+    save_bundle(model, out)
+    return trial

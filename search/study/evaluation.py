@@ -1,0 +1,109 @@
+"""The held-out test evaluation: the study's best configuration, scored once on the test split.
+
+The search never sees the test images; only the final choice is scored on them, and the result is
+stored on the study (attribute `test_evaluation`) for the summary, the report and the dashboard.
+Several workers may finish a study at once: each skips the work when the stored evaluation is
+already for the current best trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.data.dataset import SPLIT_CODES, dataset_of, decoded_batches
+from search.data.sources import TEST, open_source
+from search.errors import UserError
+from search.kinds import Part, Prepared, StudyKind
+from search.study.record import completed_trials, record_of, store_test, stored_test
+from search.study.scores import classify
+from search.study.trained import load_trial_model
+
+log = logging.getLogger(__name__)
+
+
+def stored_test_part(study: optuna.Study) -> Part:
+    """The study's test images, decoded from its recorded source in one streaming pass (only they are kept).
+
+    For callers without decoded images: the report, and the runner of a kind that does not hold its
+    images (features streams them into the feature cache).
+    """
+    record = record_of(study)
+    if record.resolved is None or record.data is None or record.split is None:
+        raise UserError(f"study '{study.study_name}' holds no data record or split; it was not made by run_study.py")
+    spec, split, image_size = record.spec, record.split, record.resolved.image_size
+    source = open_source(spec["data"], root=Path(spec["data_root"]))
+    is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
+    good = np.zeros(len(source), dtype=bool)
+    kept, position = [], 0
+    for indices, images, _ in decoded_batches(source, image_size=image_size):
+        good[indices] = True
+        mask = is_test[position : position + len(indices)]
+        if len(mask) == len(indices):
+            kept.append(images[torch.from_numpy(mask)])
+        position += len(indices)
+    data = dataset_of(source, good, None, image_size=image_size)
+    if data.fingerprint != record.data.fingerprint or position != len(split):
+        raise UserError(
+            f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split is gone"
+        )
+    return torch.cat(kept), data.labels[torch.from_numpy(is_test)]
+
+
+def evaluate_on_test(
+    study: optuna.Study, store: FileSystemArtifactStore, *, device: torch.device, test_part: Callable[[], Part]
+) -> dict[str, Any] | None:
+    """Score the best trial's model on the test split and store it; None without a completed trial.
+
+    `test_part` is called only when the evaluation has to be computed, so that a current stored
+    one costs nothing.
+    """
+    done = completed_trials(study)
+    if not done:
+        return None
+    current = stored_test(study)
+    if current is not None:
+        return current
+    best = done[0]
+    images, labels = test_part()
+    if not len(labels):
+        log.warning("study %s has no test images; the best trial is not evaluated on a test split", study.study_name)
+        return None
+    model = load_trial_model(study, best, store, device=device)
+    scores = classify(labels.numpy(), model.predict_proba(images), model.class_names)
+    record = {"trial": best.number, "images": len(labels), **scores.to_record()}
+    store_test(study, record)
+    return record
+
+
+def finish_study(
+    study: optuna.Study,
+    store: FileSystemArtifactStore | None,
+    *,
+    device: torch.device,
+    kind: StudyKind,
+    prepared: Prepared,
+) -> None:
+    """The runner's last step: evaluate the best trial on the test split, unless that is impossible.
+
+    A best trial without a checkpoint (e.g. its upload failed) leaves the study unevaluated with a
+    warning; the report says so and can retry.
+    """
+    if store is None:
+        return
+
+    def test_part() -> Part:
+        held = kind.test_images(prepared)
+        return held if held is not None else stored_test_part(study)
+
+    try:
+        evaluate_on_test(study, store, device=device, test_part=test_part)
+    except UserError as exc:
+        log.warning("test evaluation skipped: %s", exc)

@@ -1,0 +1,119 @@
+"""The Optuna adapter: the only place where a trial meets its kind's trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.errors import UserError
+from search.kinds import Prepared, StudyKind, kind_of_config
+from search.models.backbones import Backbone
+from search.study.artifacts import save_trial_artifacts
+from search.study.checkpoints import save_if_best
+from search.study.record import FAIL_REASON
+from search.training.core import EpochMetrics, Status, TrainSettings, TrialResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """Built once per process and handed to every trial: never rebuilt inside one."""
+
+    kind: StudyKind
+    prepared: Prepared  # the kind's data and what its trials share (a frozen-prefix or feature cache)
+    backbone: Backbone
+    settings: TrainSettings
+    artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
+
+
+class TrialFailed(Exception):
+    """A trial that could not train (e.g. CUDA out of memory); the study catches it and goes on."""
+
+
+class TrialReporter:
+    """Reports the study's metric to the trial each epoch and asks the pruner whether to stop.
+
+    The value reported is the same metric the objective returns, so intermediate values and the
+    study's direction always agree.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def report(self, epoch: int, metrics: EpochMetrics) -> bool:
+        self.trial.report(metrics.value(self.metric), epoch)
+        return self.trial.should_prune()
+
+
+def checked_config(config: object, kind: StudyKind) -> object:
+    """The space's config when it belongs to the study's kind; a one-line error naming both otherwise."""
+    belongs = kind_of_config(config)
+    if belongs is not kind:
+        raise UserError(
+            f"the space returned a {type(config).__name__} in a {kind.name} study; "
+            f"a space file for {belongs.name} studies needs KIND = '{belongs.name}'"
+        )
+    return config
+
+
+def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> None:
+    """Keep the trial's metrics, resolved config and curves as user attributes."""
+    attrs: dict[str, Any] = {
+        "config": dataclasses.asdict(config),  # type: ignore[call-overload]
+        "status": result.status.value,
+        "epochs_run": len(result.history),
+        "seconds": round(result.seconds, 2),
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "history": [dataclasses.asdict(m) for m in result.history],
+    }
+    if result.best is not None:
+        best = result.best
+        attrs |= {
+            "best_epoch": best.epoch,
+            "val_loss": best.val_loss,
+            "val_accuracy": best.val_accuracy,
+            "train_loss": best.train_loss,
+            "train_accuracy": best.train_accuracy,
+        }
+    if result.reason:
+        attrs["prune_reason" if result.status is Status.PRUNED else FAIL_REASON] = result.reason
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def make_objective(
+    suggest: Callable[[optuna.trial.BaseTrial, Any], Any], context: Any, resources: Resources
+) -> Callable[[optuna.Trial], float]:
+    """An Optuna objective: suggest a config, train it with the shared resources, report, return."""
+    kind = resources.kind
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            config = checked_config(suggest(trial, context), kind)
+            settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
+            reporter = TrialReporter(trial, settings.metric)
+            result = kind.train(config, resources.prepared, resources.backbone, reporter, settings)
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
+            raise
+        except (TrialFailed, UserError) as exc:  # a space or trainer that cannot go on says why
+            trial.set_user_attr(FAIL_REASON, str(exc))
+            raise
+        record_result(trial, config, result)
+        save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store)
+        if result.status is Status.COMPLETE and resources.artifact_store is not None:
+            save_if_best(trial, kind, config, result, resources.artifact_store, metric=settings.metric)
+        if result.status is Status.PRUNED:
+            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+        if result.status is Status.DIVERGED:
+            raise optuna.TrialPruned(result.reason)  # informative for the sampler: this region diverges
+        if result.status is not Status.COMPLETE or result.best is None:
+            raise TrialFailed(result.reason or result.status.value)
+        return result.best.value(settings.metric)
+
+    return objective

@@ -1,0 +1,284 @@
+"""What a study stores, typed: the spec asked for, what the runner resolved, the data, its split, the test score.
+
+This is the one module that reads and writes study attributes by name and that reaches into
+Optuna's private `Study._storage` / `Study._study_id` (Optuna offers no public way to read a study's
+system attributes or artifact metadata from a Study object). Everything else asks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import FrozenTrial, TrialState
+
+from search.data.dataset import Dataset
+from search.data.sources import class_counts
+from search.errors import UserError
+from search.kinds import SourceTrial, StudyKind, get_kind, kind_of_values
+from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
+
+SPEC_ATTR = "spec"  # user attribute: the StudySpec as asked for (password masked)
+RESOLVED_ATTR = "resolved"  # user attribute: what the runner decided (kind, device, image size, weights, normalisation)
+DATA_ATTR = "data"  # user attribute: the data's name, fingerprint, classes and counts
+TEST_ATTR = "test_evaluation"  # user attribute: the best trial's scores on the test split
+SPLIT_ATTR = "data_split"  # system attribute: the split, one character per item; every worker needs it
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what studies from before the normalisation was recorded all used
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FAIL_REASON = "fail_reason"  # trial user attribute: why it failed, on its console line and in the dashboard
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the runner decided for a study, beside what was asked."""
+
+    kind: str | None  # None: a study from before kinds were recorded (see `kind_of`)
+    device: str
+    image_size: int
+    backbone_weights: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Resolved | None:
+        if RESOLVED_ATTR in attrs:
+            r = attrs[RESOLVED_ATTR]
+            return cls(
+                r["kind"], r["device"], int(r["image_size"]), r["backbone_weights"], tuple(r["mean"]), tuple(r["std"])
+            )
+        spec = attrs.get(SPEC_ATTR, {})
+        if spec.get("image_size") is None:
+            return None
+        extra = spec.get("extra", {})  # studies before the resolved record kept these in the spec
+        normalization = extra.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        return cls(
+            None,
+            extra.get("device", "cpu"),
+            int(spec["image_size"]),
+            extra.get("backbone_weights", ""),
+            tuple(normalization["mean"]),
+            tuple(normalization["std"]),
+        )
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """The data a study was made with, so another run can tell whether it is the same."""
+
+    name: str
+    fingerprint: str
+    classes: tuple[str, ...]
+    images: int
+    class_counts: list[int]
+    split_counts: dict[str, int]
+    image_size: int
+
+    @classmethod
+    def of(cls, data: Dataset) -> DataRecord:
+        return cls(
+            name=data.name,
+            fingerprint=data.fingerprint,
+            classes=data.class_names,
+            images=len(data.labels),
+            class_counts=class_counts(data.labels.numpy(), data.num_classes),
+            split_counts=data.split_counts(),
+            image_size=data.image_size,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {**asdict(self), "classes": list(self.classes)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> DataRecord | None:
+        r = attrs.get(DATA_ATTR)
+        if not r:
+            return None
+        return cls(
+            r["name"],
+            r["fingerprint"],
+            tuple(r["classes"]),
+            r["images"],
+            r["class_counts"],
+            r["split_counts"],
+            r["image_size"],
+        )
+
+    def change_to(self, data: Dataset) -> str | None:
+        """What differs in `data` from this record, in words; None when it is the same data."""
+        if self.fingerprint == data.fingerprint:
+            return None
+        if self.name != data.name:
+            return f"'{self.name}' -> '{data.name}'"
+        if self.classes != data.class_names:
+            return f"classes {list(self.classes)} -> {list(data.class_names)}"
+        return f"{self.images} images in {len(self.classes)} classes -> {len(data.labels)} images in {data.num_classes} classes"
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """Everything a study stores about itself, read in one go."""
+
+    name: str
+    spec: dict[str, Any]  # as asked for: StudySpec.to_record()
+    resolved: Resolved | None
+    data: DataRecord | None
+    split: str | None
+    trials: int
+    test: dict[str, Any] | None
+
+    @property
+    def image_size(self) -> int | None:
+        return self.resolved.image_size if self.resolved else None
+
+    def kind(self, trial: FrozenTrial | None = None) -> StudyKind:
+        """The study's kind; for a study that did not record it, read from a trial's config."""
+        if self.resolved is not None and self.resolved.kind is not None:
+            return get_kind(self.resolved.kind)
+        if trial is None or "config" not in trial.user_attrs:
+            raise UserError(f"study '{self.name}' records no kind and trial has no config; run it with this version")
+        return kind_of_values(trial.user_attrs["config"])
+
+
+def read_record(storage: optuna.storages.BaseStorage, name: str) -> StudyRecord | None:
+    """The study's record, or None when the storage has no study of that name."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    attrs = dict(storage.get_study_user_attrs(study_id))
+    return StudyRecord(
+        name=name,
+        spec=dict(attrs.get(SPEC_ATTR, {})),
+        resolved=Resolved.from_attrs(attrs),
+        data=DataRecord.from_attrs(attrs),
+        split=storage.get_study_system_attrs(study_id).get(SPLIT_ATTR),
+        trials=len(storage.get_all_trials(study_id, deepcopy=False)),
+        test=attrs.get(TEST_ATTR),
+    )
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def record_of(study: optuna.Study) -> StudyRecord:
+    record = read_record(storage_of(study), study.study_name)
+    assert record is not None  # the study exists: it was loaded from this storage
+    return record
+
+
+def write_setup(study: optuna.Study, spec: dict[str, Any], resolved: Resolved) -> None:
+    study.set_user_attr(SPEC_ATTR, spec)
+    study.set_user_attr(RESOLVED_ATTR, resolved.to_record())
+
+
+def claim_split(study: optuna.Study, data: Dataset) -> str:
+    """Store this data's split unless another worker stored one first; returns the study's split."""
+    storage = storage_of(study)
+    written = storage.get_study_system_attrs(study._study_id).get(SPLIT_ATTR)
+    if written is not None:
+        return str(written)
+    storage.set_study_system_attr(study._study_id, SPLIT_ATTR, data.encoded_split())
+    study.set_user_attr(DATA_ATTR, DataRecord.of(data).to_record())
+    return data.encoded_split()
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials, best first in the study's direction."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: (t.value if maximize else -t.value) if t.value is not None else 0.0, reverse=True)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def stored_test(study: optuna.Study) -> dict[str, Any] | None:
+    """The stored test evaluation if it is for the current best trial, else None."""
+    done = completed_trials(study)
+    stored = study.user_attrs.get(TEST_ATTR)
+    if not done or not isinstance(stored, dict) or stored.get("trial") != done[0].number:
+        return None
+    return stored
+
+
+def store_test(study: optuna.Study, evaluation: dict[str, Any]) -> None:
+    study.set_user_attr(TEST_ATTR, evaluation)
+
+
+def trial_artifacts(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
+    """The trial's artifact ids by file name (the newest upload wins a repeated name)."""
+    return {meta.filename: meta.artifact_id for meta in get_all_artifact_meta(trial, storage=storage_of(study))}
+
+
+def fail_running_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Mark a RUNNING trial failed, saying why; False when it finished (or was failed) meanwhile."""
+    storage = storage_of(study)
+    try:
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+        return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or a heartbeat check failed it first
+        return False
+
+
+def stale_trial_retry(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+    """The storage's heartbeat retry callback (RDB storages, cached or not), which queues a failed trial again."""
+    retry_of = getattr(storage_of(study), "get_heartbeat_stale_trial_callback", None)
+    return retry_of() if retry_of is not None else None
+
+
+def parse_from_trial(text: str) -> tuple[str, int]:
+    study_name, _, number = text.rpartition(":")
+    if not study_name or not number.isdigit():
+        raise UserError(f"--from-trial '{text}' must be STUDY:NUMBER, e.g. finetune-digits-efficientnet_lite0:12")
+    return study_name, int(number)
+
+
+def _complete_trial(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> FrozenTrial:
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        raise UserError(f"there is no study '{study_name}' in this storage; check --from-trial or --storage") from None
+    try:
+        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    except KeyError:
+        raise UserError(f"study '{study_name}' has no trial {number}") from None
+    if trial.state != TrialState.COMPLETE:
+        raise UserError(f"trial {number} of study '{study_name}' is {trial.state.name.lower()}, not complete")
+    return trial
+
+
+def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: Any) -> SourceTrial:
+    """The trial named by `STUDY:NUMBER` with its kept model; clear errors when it has none."""
+    study_name, number = parse_from_trial(text)
+    trial = _complete_trial(storage, study_name, number)
+    record = read_record(storage, study_name)
+    assert record is not None
+    if record.resolved is None or record.data is None:
+        raise UserError(f"study '{study_name}' holds no data record; it was not made by run_study.py")
+    kind = record.kind(trial)
+    return SourceTrial(
+        study_name=study_name,
+        number=number,
+        kind=kind.name,
+        config=dict(trial.user_attrs["config"]),
+        checkpoint=load_checkpoint(trial, kind, store, study_name=study_name),
+        checkpoint_id=str(trial.user_attrs[CHECKPOINT_ATTR]),
+        backbone=record.spec["backbone"],
+        pretrained=record.spec.get("pretrained", "imagenet"),
+        weights=record.spec.get("weights"),
+        mean=record.resolved.mean,
+        std=record.resolved.std,
+        image_size=record.resolved.image_size,
+        classes=record.data.classes,
+        fingerprint=record.data.fingerprint,
+        split=record.split or "",
+    )

@@ -1,0 +1,105 @@
+"""The study specification: every CLI choice, frozen and validated before anything runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from search.data.sizing import MIN_IMAGE_SIZE
+from search.errors import UserError
+from search.study.storage import mask_password
+from search.training.core import METRICS
+
+SAMPLERS = ("tpe", "random", "gp")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"  # the trainers use CUDA or the CPU; nothing else is tested
+# What a study is: reusing its name with another of these would mix incomparable trials.
+IDENTITY_FIELDS = (
+    "space",
+    "backbone",
+    "pretrained",
+    "weights",
+    "from_trial",
+    "image_size",
+    "metric",
+    "max_epochs",
+    "patience",
+)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What the user asked for, every flag of run_study.py; stored on the study so a resume can be checked against it.
+
+    What the runner decided from it (kind, device, image size, weights) is a `search.study.record.Resolved`.
+    """
+
+    space: str = "finetune"
+    trials: int = 50
+    data: str = "digits"
+    data_root: Path = Path("studies/datasets")
+    image_size: int | None = None  # None: the study's kind decides from the data, backbone and device
+    backbone: str = "efficientnet_lite0"
+    weights: Path | None = None
+    pretrained: str = "imagenet"
+    storage: str = "sqlite:///studies/optuna.db"
+    artifact_dir: Path = Path("studies/artifacts")  # Optuna's FileSystemArtifactStore: plots, checkpoints
+    cache_dir: Path = Path("studies/feature_cache")  # pooled backbone features, shared by studies and workers
+    from_trial: str | None = None  # STUDY:NUMBER, a finished finetune trial whose network the features tap
+    workers: int = 1  # worker processes this command starts on the study
+    study_name: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    metric: str = "val_loss"
+    max_epochs: int = 12  # small sets converge in 5-10 epochs; early stopping ends most trials sooner
+    patience: int = 3  # epochs without improvement before a trial stops on its own
+    timeout: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.trials < 1:
+            problems.append("--trials must be at least 1")
+        if self.workers < 1:
+            problems.append("--workers must be at least 1")
+        if self.max_epochs < 1:
+            problems.append("--max-epochs must be at least 1")
+        if self.patience < 1:
+            problems.append("--patience must be at least 1")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            problems.append(f"--image-size must be at least {MIN_IMAGE_SIZE}")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"--sampler must be one of {', '.join(SAMPLERS)}, not '{self.sampler}'")
+        if self.pruner not in PRUNERS:
+            problems.append(f"--pruner must be one of {', '.join(PRUNERS)}, not '{self.pruner}'")
+        if self.metric not in METRICS:
+            problems.append(f"--metric must be one of {', '.join(METRICS)}, not '{self.metric}'")
+        if self.timeout is not None and self.timeout <= 0:
+            problems.append("--timeout must be a positive number of seconds")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return METRICS[self.metric]
+
+    def default_study_name(self) -> str:
+        data = Path(self.data).name or self.data
+        space = Path(self.space).stem
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{space}-{data}-{self.backbone}")
+
+    @property
+    def name(self) -> str:
+        return self.study_name or self.default_study_name()
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready, password-free view for the study's attributes."""
+        record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        record["storage"] = mask_password(self.storage)
+        record["study_name"] = self.name
+        return record

@@ -1,0 +1,48 @@
+"""The trained model of a study's trial, rebuilt from its checkpoint and the study's record, ready to predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from search.errors import UserError
+from search.kinds import ModelInputs, TrainedModel
+from search.models.backbones import Backbone, create_backbone
+from search.study.checkpoints import load_checkpoint
+from search.study.record import StudyRecord, read_source_trial, record_of, storage_of
+
+CPU = torch.device("cpu")
+
+
+def recorded_backbone(record: StudyRecord) -> Backbone:
+    """The study's backbone, fed the pixels the study fed it."""
+    spec = record.spec
+    weights = Path(spec["weights"]) if spec.get("weights") else None
+    backbone = create_backbone(spec["backbone"], pretrained=spec.get("pretrained", "imagenet"), weights_file=weights)
+    if record.resolved is None:
+        return backbone
+    return backbone.with_normalization(record.resolved.mean, record.resolved.std)
+
+
+def load_trial_model(
+    study: optuna.Study, trial: FrozenTrial, store: Any, *, device: torch.device = CPU
+) -> TrainedModel:
+    """The trained model of a finished trial that kept one (the study's best does)."""
+    record = record_of(study)
+    if record.resolved is None or record.data is None:
+        raise UserError(f"study '{study.study_name}' holds no data record; it was not made by run_study.py")
+    kind = record.kind(trial)
+    checkpoint = load_checkpoint(trial, kind, store, study_name=study.study_name)
+    source = record.spec.get("from_trial")
+    inputs = ModelInputs(
+        backbone=recorded_backbone(record),
+        class_names=record.data.classes,
+        image_size=record.resolved.image_size,
+        device=device,
+        source=read_source_trial(source, storage_of(study), store) if source else None,
+    )
+    return kind.trained_model(trial.user_attrs.get("config", {}), checkpoint, inputs)

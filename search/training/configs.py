@@ -1,0 +1,153 @@
+"""Frozen trial configurations and the context a search space proposes them in."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from search.errors import UserError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+AUGMENTATIONS = ("none", "light", "strong", "photo")
+POOLINGS = ("avg", "max", "both")
+CLASSIFIERS = ("rf", "svm", "logreg")
+SVM_KERNELS = ("rbf", "linear", "poly")
+RF_MAX_FEATURES = ("sqrt", "log2", "0.2")
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a search space may depend on: the backbone's cut points and the data's size."""
+
+    backbone: str
+    cut_points: tuple[str, ...]
+    max_unfreeze: dict[str, int]  # per cut point, how many stages can be unfrozen back from it
+    num_classes: int
+    train_size: int
+    device: str  # "cpu" or "cuda": spaces may keep CPU trials cheaper
+    feature_layers: tuple[str, ...] = ()  # layers the features space may tap, in forward order
+    # per cut point, how many stages back from it run at the coarsest resolution (cheap to train on a CPU)
+    coarse_stages: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning trial: where to cut, the head, the optimiser, unfreezing and augmentation."""
+
+    cut: str
+    head_width: int
+    head_depth: int  # hidden layers before the classifier; 0 = a linear classifier on the pooled features
+    head_batchnorm: bool
+    head_dropout: float  # before each linear layer of the head
+    weight_decay: float  # L2 on every trained weight
+    optimizer: str
+    lr: float  # head learning rate at the peak of the schedule (after warm-up, before the cosine decay)
+    momentum: float  # SGD only; 0 elsewhere
+    batch_size: int
+    unfreeze_blocks: int  # backbone stages trained, counting back from the cut; 0 = frozen backbone
+    backbone_lr_factor: float  # backbone lr = lr * factor, lower so pretrained weights move slowly
+    head_only_epochs: int  # LP-FT: passes fitting the head on cached frozen features before the stages train
+    augment: str
+    layer_decay: float = 1.0  # each unfrozen stage further back from the cut: lr x this again (timm's --layer-decay)
+    label_smoothing: float = 0.0  # of the training loss only; validation loss stays plain cross-entropy
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{self.optimizer}'")
+        if self.augment not in AUGMENTATIONS:
+            raise UserError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not '{self.augment}'")
+        checks = {
+            "head_width": self.head_width >= 1,
+            "head_depth": 0 <= self.head_depth <= 3,
+            "head_dropout": 0.0 <= self.head_dropout < 1.0,
+            "weight_decay": self.weight_decay >= 0.0,
+            "lr": self.lr > 0.0 and math.isfinite(self.lr),
+            "momentum": 0.0 <= self.momentum < 1.0,
+            "batch_size": self.batch_size >= 2,
+            "unfreeze_blocks": self.unfreeze_blocks >= 0,
+            "backbone_lr_factor": 0.0 < self.backbone_lr_factor <= 1.0,
+            "head_only_epochs": self.head_only_epochs >= 0,
+            "layer_decay": 0.0 < self.layer_decay <= 1.0,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise UserError(f"finetune config has out-of-range {', '.join(bad)}: {self}")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """One feature-extraction trial: which pooled layers, their normalisation, PCA, and a classical classifier.
+
+    Classifier parameters of the other branches keep their defaults and are ignored.
+    """
+
+    layers: tuple[str, ...]
+    pooling: tuple[str, ...]  # per layer: avg, max or both (concatenated)
+    l2_normalize: tuple[bool, ...]  # per layer: scale each image's vector of that layer to unit length
+    pca_dims: int  # 0: no PCA
+    classifier: str  # rf, svm or logreg
+    rf_n_estimators: int = 100
+    rf_min_samples_leaf: int = 1
+    rf_max_features: str = "sqrt"
+    rf_balanced: bool = False  # class_weight="balanced"
+    svm_c: float = 1.0
+    svm_kernel: str = "rbf"
+    svm_gamma: float = 0.0  # 0: scikit-learn's "scale"
+    logreg_c: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            problems.append("layers must be a non-empty list of distinct layer names")
+        if len(self.pooling) != len(self.layers) or len(self.l2_normalize) != len(self.layers):
+            problems.append("pooling and l2_normalize need one entry per layer")
+        if any(p not in POOLINGS for p in self.pooling):
+            problems.append(f"pooling entries must be one of {', '.join(POOLINGS)}")
+        if self.classifier not in CLASSIFIERS:
+            problems.append(f"classifier must be one of {', '.join(CLASSIFIERS)}, not '{self.classifier}'")
+        if self.svm_kernel not in SVM_KERNELS:
+            problems.append(f"svm_kernel must be one of {', '.join(SVM_KERNELS)}")
+        if self.rf_max_features not in RF_MAX_FEATURES:
+            problems.append(f"rf_max_features must be one of {', '.join(RF_MAX_FEATURES)}")
+        ranges = {
+            "pca_dims": self.pca_dims >= 0,
+            "rf_n_estimators": self.rf_n_estimators >= 1,
+            "rf_min_samples_leaf": self.rf_min_samples_leaf >= 1,
+            "svm_c": self.svm_c > 0.0,
+            "svm_gamma": self.svm_gamma >= 0.0,
+            "logreg_c": self.logreg_c > 0.0,
+        }
+        problems += [f"{name} is out of range" for name, ok in ranges.items() if not ok]
+        if problems:
+            raise UserError(f"features config: {'; '.join(problems)}")
+
+
+def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
+    """Build a config from a mapping; unknown keys and wrong types are errors that name them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(fields)}")
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    missing = sorted(required - set(values))  # fields added later keep their defaults: older trials still load
+    if missing:
+        raise UserError(f"{cls.__name__} is missing {missing}")
+    hints: dict[str, type | tuple[type, ...]] = {
+        "int": int,
+        "float": (int, float),
+        "bool": bool,
+        "str": str,
+        "tuple[str, ...]": (tuple, list),
+        "tuple[bool, ...]": (tuple, list),
+    }
+    for name, value in values.items():
+        expected = hints.get(str(fields[name].type))
+        if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+            raise UserError(f"{cls.__name__}.{name} must be {fields[name].type}, got {value!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # JSON stores tuples as lists
+    return cls(**values)

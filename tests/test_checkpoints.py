@@ -1,0 +1,133 @@
+"""A trial's model kept as an artifact only when it beats the study's best, and read back; on real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.errors import UserError
+from search.kinds import get_kind
+from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint, save_if_best
+from search.training.configs import FinetuneConfig
+from search.training.core import METRICS, EpochMetrics, Status, TrialResult
+
+KIND = get_kind("finetune")
+CONFIG = FinetuneConfig(
+    cut="conv_head",
+    head_width=64,
+    head_depth=0,
+    head_batchnorm=False,
+    head_dropout=0.0,
+    weight_decay=0.0,
+    optimizer="adam",
+    lr=1e-3,
+    momentum=0.0,
+    batch_size=16,
+    unfreeze_blocks=0,
+    backbone_lr_factor=1.0,
+    head_only_epochs=0,
+    augment="none",
+)
+
+
+def result(value: float, metric: str, *, weights: float = 1.0, model: bool = True) -> TrialResult:
+    """A complete trial whose best epoch scored `value` on `metric`, with a recognisable head weight."""
+    loss, accuracy = (value, 0.5) if metric == "val_loss" else (1.0, value)
+    best = EpochMetrics(epoch=1, train_loss=1.0, train_accuracy=0.5, val_loss=loss, val_accuracy=accuracy, seconds=0.1)
+    state = {"head.w": torch.arange(6, dtype=torch.float32).reshape(2, 3) * weights, "head.b": torch.ones(2) * weights}
+    return TrialResult(status=Status.COMPLETE, best=best, history=[best], seconds=0.1, model=state if model else None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileSystemArtifactStore:
+    (tmp_path / "artifacts").mkdir()
+    return FileSystemArtifactStore(str(tmp_path / "artifacts"))
+
+
+def new_study(tmp_path: Path, metric: str) -> optuna.Study:
+    return optuna.create_study(
+        study_name=f"checkpoints-{metric}", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction=METRICS[metric]
+    )
+
+
+def run_trial(study: optuna.Study, store: FileSystemArtifactStore, outcome: TrialResult, metric: str) -> str | None:
+    """One trial as the objective runs it: train (given), maybe keep the model, then tell the study."""
+    trial = study.ask()
+    kept = save_if_best(trial, KIND, CONFIG, outcome, store, metric=metric)
+    assert outcome.best is not None
+    study.tell(trial, outcome.best.value(metric))
+    return kept
+
+
+@pytest.mark.parametrize(
+    ("metric", "first", "worse", "better_value"), [("val_loss", 1.0, 2.0, 0.5), ("val_accuracy", 0.6, 0.4, 0.9)]
+)
+def test_only_a_trial_that_beats_the_best_uploads_its_model(
+    tmp_path: Path, store: FileSystemArtifactStore, metric: str, first: float, worse: float, better_value: float
+) -> None:
+    study = new_study(tmp_path, metric)
+    folder = tmp_path / "artifacts"
+
+    first_id = run_trial(study, store, result(first, metric), metric)
+    assert first_id is not None, "the first trial is the best so far"
+    assert [p.name for p in folder.iterdir()] == [first_id]
+
+    assert run_trial(study, store, result(worse, metric), metric) is None
+    assert run_trial(study, store, result(first, metric), metric) is None, "a tie does not beat the best"
+    assert len(list(folder.iterdir())) == 1
+
+    better_id = run_trial(study, store, result(better_value, metric), metric)
+    assert better_id is not None and better_id != first_id
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first_id, better_id])
+
+    attrs = [t.user_attrs.get(CHECKPOINT_ATTR) for t in study.trials]
+    assert attrs == [first_id, None, None, better_id]
+
+
+def test_a_result_without_a_model_or_best_epoch_keeps_nothing(tmp_path: Path, store: FileSystemArtifactStore) -> None:
+    study = new_study(tmp_path, "val_loss")
+    assert run_trial(study, store, result(1.0, "val_loss", model=False), "val_loss") is None
+    no_epoch = TrialResult(status=Status.DIVERGED, best=None, history=[], seconds=0.1, model={"head.w": torch.ones(1)})
+    trial = study.ask()
+    assert save_if_best(trial, KIND, CONFIG, no_epoch, store, metric="val_loss") is None
+    assert list((tmp_path / "artifacts").iterdir()) == []
+    assert CHECKPOINT_ATTR not in study.trials[0].user_attrs
+
+
+def test_load_checkpoint_gives_back_the_trials_own_tensors(tmp_path: Path, store: FileSystemArtifactStore) -> None:
+    study = new_study(tmp_path, "val_loss")
+    run_trial(study, store, result(1.0, "val_loss", weights=1.0), "val_loss")
+    run_trial(study, store, result(0.5, "val_loss", weights=3.0), "val_loss")
+    loaded = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for trial, weights in zip(loaded.trials, (1.0, 3.0), strict=True):
+        state = load_checkpoint(trial, KIND, store, study_name=loaded.study_name)
+        assert set(state) == {"head.w", "head.b"}
+        assert torch.equal(state["head.w"], torch.arange(6, dtype=torch.float32).reshape(2, 3) * weights)
+        assert torch.equal(state["head.b"], torch.ones(2) * weights)
+
+
+def test_a_trial_that_kept_no_model_says_to_pick_the_best(tmp_path: Path, store: FileSystemArtifactStore) -> None:
+    study = new_study(tmp_path, "val_loss")
+    run_trial(study, store, result(1.0, "val_loss"), "val_loss")
+    run_trial(study, store, result(2.0, "val_loss"), "val_loss")
+    with pytest.raises(UserError, match=r"trial 1 of study 'checkpoints-val_loss' kept no model") as error:
+        load_checkpoint(study.trials[1], KIND, store, study_name=study.study_name)
+    assert "pick the study's best trial" in str(error.value)
+
+
+def test_a_deleted_artifact_file_asks_for_the_artifact_dir(tmp_path: Path, store: FileSystemArtifactStore) -> None:
+    study = new_study(tmp_path, "val_loss")
+    artifact_id = run_trial(study, store, result(1.0, "val_loss"), "val_loss")
+    assert artifact_id is not None
+    (tmp_path / "artifacts" / artifact_id).unlink()
+    with pytest.raises(UserError, match="missing from the artifact store") as error:
+        load_checkpoint(study.trials[0], KIND, store, study_name=study.study_name)
+    assert "--artifact-dir" in str(error.value)
+    # the same trial read through a store at another folder (a wrong --artifact-dir) says the same
+    elsewhere = FileSystemArtifactStore(str(tmp_path))
+    with pytest.raises(UserError, match="missing from the artifact store"):
+        load_checkpoint(study.trials[0], KIND, elsewhere, study_name=study.study_name)
