@@ -11,6 +11,7 @@ from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
 BATCH_SIZES = (16, 32, 64, 128, 256)  # a few hundred photos give few steps an epoch at 64+; 256 only for big sets
+SMALL_IMAGES = 64  # at or below this side a CPU trains through every stage in seconds an epoch
 CPU_MAX_UNFREEZE = 2  # on a CPU at most the last 2 stages at the coarsest resolution: backward through finer ones
 # costs minutes an epoch at 224 px on 2 cores (EfficientNet-Lite0 cut at block4, 2 stages: ~3 min); a GPU may unfreeze all
 SGD_MOMENTUM = 0.9  # with lr searched, momentum hardly matters (Li et al., ICLR 2020): fixed, one axis fewer
@@ -47,7 +48,7 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
         "unfreeze_staged": True,
         "unfreeze_probe_epochs": 5,
         "augment": "light",
-    }
+    } | ({"reinit_blocks": 0} if ctx.transferred else {})
 
 
 @register_space("finetune", first_trial=standard_recipe)
@@ -72,9 +73,12 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
     max_unfreeze = ctx.max_unfreeze[cut]
-    if ctx.device == "cpu":
+    if ctx.device == "cpu" and ctx.image_size > SMALL_IMAGES:
         max_unfreeze = min(CPU_MAX_UNFREEZE, ctx.coarse_stages.get(cut, max_unfreeze))
-    unfreeze_blocks = trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
+    # Another trial's network: its first stages may start again from random weights, then all stages train.
+    reinit_blocks = trial.suggest_int("reinit_blocks", 0, ctx.max_unfreeze[cut] - 1) if ctx.transferred else 0
+    # with stages re-initialised every stage up to the cut trains anyway
+    unfreeze_blocks = 0 if reinit_blocks else trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
     backbone_lr_factor, layer_decay, probe_epochs = 1.0, 1.0, 0
     if unfreeze_blocks > 0:
         backbone_lr_factor = trial.suggest_float("unfreeze_lr_factor", 0.01, 1.0, log=True)
@@ -85,7 +89,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     # Augmenting a frozen backbone runs every image through all of it every epoch: minutes a trial on a CPU,
     # where the cached frozen features make such a trial take seconds; a GPU may afford it.
     augment = "none"
-    if unfreeze_blocks > 0 or ctx.device != "cpu":
+    if unfreeze_blocks > 0 or reinit_blocks > 0 or ctx.device != "cpu":
         augment = trial.suggest_categorical("augment", list(AUGMENTATIONS))
     return FinetuneConfig(
         cut=cut,
@@ -104,4 +108,5 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
         augment=augment,
         layer_decay=layer_decay,
         label_smoothing=label_smoothing,
+        reinit_blocks=reinit_blocks,
     )

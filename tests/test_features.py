@@ -256,5 +256,5 @@ def test_from_trial_without_a_kept_model_is_clear(tmp_path: Path, shapes: Path) 
     (tmp_path / "artifacts" / trial.user_attrs["checkpoint_artifact_id"]).unlink()  # a store copied without it
     with pytest.raises(UserError, match="missing from the artifact store"):
         prepare(_spec(tmp_path, shapes, from_trial=f"ft:{trial.number}"))
-    with pytest.raises(UserError, match="for --space features"):
-        prepare(_spec(tmp_path, shapes, space="finetune", from_trial=f"ft:{trial.number}"))
+    with pytest.raises(UserError, match="not for scratch studies"):
+        prepare(_spec(tmp_path, shapes, space="scratch", from_trial=f"ft:{trial.number}"))

@@ -284,8 +284,8 @@ def test_features_of_a_finetune_trial_tap_its_network_and_survive_a_bundle(
 # --- tap models, descriptions, input sizes ---
 
 
-def test_only_a_finetune_trial_has_a_network_to_tap(tuned: TrialResult, backbone: Backbone) -> None:
-    with pytest.raises(UserError, match="needs a finetune trial"):
+def test_a_features_trial_has_no_network_to_tap(tuned: TrialResult, backbone: Backbone) -> None:
+    with pytest.raises(UserError, match="needs a finetune or scratch trial"):
         get_kind("features").tap_model(dataclasses.asdict(FEATURES), tuned.model, backbone, 10)
 
 

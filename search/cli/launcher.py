@@ -196,7 +196,7 @@ def run_workers(
     kind = get_kind(get_space(spec.space).kind)  # cheap checks first: a typo must not start N processes that all say so
     resolve_device(spec.device)
     if spec.data.lower() not in TORCHVISION_DATASETS:  # a folder is listed in a moment; a download is the workers' job
-        open_source(spec.data, root=spec.data_root)
+        open_source(spec.data, root=spec.data_root, classes=spec.classes)
     storage = open_storage(spec.storage)  # creates the database and its tables once, before the workers race
     console.print(
         f"{spec.workers} workers on study [bold]{spec.name}[/] in {mask_password(spec.storage)}", highlight=False

@@ -27,6 +27,11 @@ from search.training.core import METRICS
 from spaces import list_spaces
 
 
+def class_list(text: str) -> tuple[str, ...]:
+    """`a,b,c` -> ('a', 'b', 'c'), spaces around names dropped."""
+    return tuple(name.strip() for name in text.split(","))
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = StudySpec()
     parser = argparse.ArgumentParser(
@@ -49,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         default=defaults.data,
         help="'digits', a torchvision name (cifar10, ...), or a folder of class sub-folders",
+    )
+    parser.add_argument(
+        "--classes",
+        type=class_list,
+        default=None,
+        metavar="A,B,C",
+        help="keep only these classes of the data (e.g. digits 0,1,2,3,4 to train a source for --from-trial)",
     )
     parser.add_argument(
         "--data-root", type=Path, default=defaults.data_root, help="where torchvision datasets live or are downloaded"
@@ -138,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(
             f"study [bold]{spec.name}[/]: {data.name} ({len(data.labels)} images, {data.num_classes} classes, "
             f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}, {data.image_size}px), "
-            f"{spec.backbone} ({prepared.resolved.backbone_weights}) on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
+            f"{prepared.resources.backbone.name} ({prepared.resolved.backbone_weights}) on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
             highlight=False,
         )
         already = finished_count(study)

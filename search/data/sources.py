@@ -49,8 +49,13 @@ class ImageSource:
         return digest.hexdigest()[:16]
 
 
-def open_source(data: str, *, root: Path) -> ImageSource:
-    """Resolve `--data`: 'digits', a torchvision dataset name, or a folder path."""
+def open_source(data: str, *, root: Path, classes: Sequence[str] | None = None) -> ImageSource:
+    """Resolve `--data` ('digits', a torchvision dataset name, or a folder path), keeping only `classes` if given."""
+    source = _open_all(data, root=root)
+    return source if not classes else select_classes(source, classes)
+
+
+def _open_all(data: str, *, root: Path) -> ImageSource:
     if data == "digits":
         return _digits_source()
     if data.lower() in TORCHVISION_DATASETS:
@@ -64,6 +69,35 @@ def open_source(data: str, *, root: Path) -> ImageSource:
     if not path.is_dir():
         raise UserError(f"data '{data}' is a file; pass a folder with one sub-folder per class")
     return _folder_source(path)
+
+
+def select_classes(source: ImageSource, names: Sequence[str]) -> ImageSource:
+    """Only the items of the named classes, relabelled in the source's class order (--classes).
+
+    One source can so play both sides of a transfer: digits 0-4 to train on, digits 5-9 to transfer to.
+    """
+    unknown = [n for n in names if n not in source.class_names]
+    if unknown:
+        raise UserError(
+            f"--classes names {', '.join(repr(n) for n in unknown)}, which {source.name} does not have; "
+            f"its classes are {', '.join(source.class_names)}"
+        )
+    kept_classes = tuple(c for c in source.class_names if c in set(names))
+    if len(kept_classes) < 2:
+        raise UserError(f"--classes keeps {len(kept_classes)} class; a classifier needs at least two")
+    old_to_new = {source.class_names.index(c): i for i, c in enumerate(kept_classes)}
+    kept = np.flatnonzero(np.isin(source.labels, list(old_to_new)))
+    decode = source.decode
+    return ImageSource(
+        name=f"{source.name}[{','.join(kept_classes)}]",
+        class_names=kept_classes,
+        keys=tuple(source.keys[i] for i in kept),
+        labels=np.asarray([old_to_new[int(label)] for label in source.labels[kept]], dtype=np.int64),
+        given_split=source.given_split[kept],
+        decode=lambda i: decode(int(kept[i])),
+        content_marks=tuple(source.content_marks[i] for i in kept) if source.content_marks else (),
+        ignored_files=source.ignored_files,
+    )
 
 
 def _digits_source() -> ImageSource:

@@ -5,6 +5,7 @@ Adding a kind is one module that subclasses StudyKind, decorated with `register_
 
 from search.kinds import features as features
 from search.kinds import finetune as finetune
+from search.kinds import scratch as scratch
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind, TrainedModel
 from search.kinds.registry import get_kind, kind_names, kind_of_config, kind_of_values, register_kind
 

@@ -9,6 +9,7 @@ The runner, objective, checkpoints, export and console ask the study's kind; not
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -21,7 +22,7 @@ from search.data.dataset import Dataset
 from search.data.sizing import default_image_size
 from search.data.sources import ImageSource
 from search.errors import UserError
-from search.models.backbones import Backbone
+from search.models.backbones import Backbone, create_backbone
 from search.training.core import Reporter, TrainSettings, TrialResult
 
 Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, 3, S, S] and their labels
@@ -104,6 +105,12 @@ class StudyKind(ABC):
     main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
     # whether a CPU study shrinks its images to a pixel budget: true where every epoch runs the backbone
     cpu_pixel_budget: ClassVar[bool] = False
+    # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
+    stands_on_backbone: ClassVar[bool] = True
+
+    def study_backbone(self, name: str, *, pretrained: str, weights_file: Path | None) -> Backbone:
+        """The backbone a study of this kind stands on when no trial is transferred (--backbone and its weights)."""
+        return create_backbone(name, pretrained=pretrained, weights_file=weights_file)
 
     def input_size(
         self, *, native: int, backbone: Backbone, pretrained: bool, images: int, device: torch.device
@@ -155,8 +162,27 @@ class StudyKind(ABC):
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The parameters that tell this kind's trials apart, for one line of the console."""
 
+    def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
+        """What a study of this kind stands on when --from-trial names `source`; `base` is its own backbone.
+
+        Features studies keep theirs and tap the source's network; finetune studies train on the source's stages.
+        """
+        return base
+
     def tap_model(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone, num_classes: int
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[nn.Sequential, dict[str, str]]:
         """A trial's trained network as layers to tap (checkpoint None: its shape only, for loading a bundle)."""
-        raise UserError(f"a {self.name} trial has no network to reuse; --from-trial needs a finetune trial")
+        raise UserError(self._no_network())
+
+    def trained_stages(
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+    ) -> tuple[OrderedDict[str, nn.Module], tuple[str, ...]]:
+        """A trial's trained stages (checkpoint None: their shape only) and where another study may cut them.
+
+        `backbone` is the one the trial stood on, for kinds that train on one.
+        """
+        raise UserError(self._no_network())
+
+    def _no_network(self) -> str:
+        return f"a {self.name} trial has no network to reuse; --from-trial needs a finetune or scratch trial"

@@ -17,6 +17,7 @@ from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
 from search.kinds.registry import get_kind, register_kind
+from search.kinds.transfer import source_base
 from search.models.backbones import Backbone, create_backbone
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -42,6 +43,7 @@ class FeaturesModel:
     image_size: int
     source_config: dict[str, Any] | None = None  # the config of the trained network tapped (--from-trial), if any
     source_kind: str | None = None
+    source_classes: int | None = None  # the tapped network's classes: its head's shape
     kind: str = "features"
 
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
@@ -86,12 +88,13 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
     backbone = inputs.backbone
     source = inputs.source
     if source is None:
-        tap_model, taps = backbone.tap_model(), backbone.taps
-    else:
-        tap_model, taps = get_kind(source.kind).tap_model(
-            source.config, source.checkpoint, backbone, len(source.classes)
+        return FeatureExtractor(
+            backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=inputs.device
         )
-    return FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=inputs.device)
+    tap_model, taps = get_kind(source.kind).tap_model(
+        source.config, source.checkpoint, source_base(source), len(source.classes)
+    )
+    return FeatureExtractor(tap_model, taps, mean=source.mean, std=source.std, device=inputs.device)
 
 
 @register_kind
@@ -131,6 +134,7 @@ class FeaturesKind(StudyKind):
             inputs.image_size,
             inputs.source.config if inputs.source else None,
             inputs.source.kind if inputs.source else None,
+            len(inputs.source.classes) if inputs.source else None,
         )
 
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
@@ -144,6 +148,7 @@ class FeaturesKind(StudyKind):
             "taps": model.extractor.taps,
             "source_config": model.source_config,
             "source_kind": model.source_kind,
+            "source_classes": model.source_classes,
         }
 
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FeaturesModel:
@@ -151,8 +156,9 @@ class FeaturesKind(StudyKind):
         class_names = tuple(record["class_names"])
         source_config = record.get("source_config")
         source_kind = record.get("source_kind") or "finetune"  # bundles before kinds were recorded tapped finetune only
+        source_classes = int(record.get("source_classes") or len(class_names))  # older bundles: the same classes
         if source_config:
-            tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, len(class_names))
+            tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, source_classes)
         else:
             tap_model, taps = backbone.tap_model(), backbone.taps
         tap_model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
@@ -163,7 +169,9 @@ class FeaturesKind(StudyKind):
         pipeline = pickle.loads((folder / PIPELINE_FILE).read_bytes())
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])
-        return FeaturesModel(extractor, config, pipeline, backbone.name, class_names, size, source_config, source_kind)
+        return FeaturesModel(
+            extractor, config, pipeline, backbone.name, class_names, size, source_config, source_kind, source_classes
+        )
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The layers tapped, then the classifier and its settings."""

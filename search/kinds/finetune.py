@@ -15,25 +15,35 @@ from torch import nn
 from search.data.dataset import decode_source
 from search.data.pixels import normalize_pixels
 from search.data.sources import TEST, ImageSource
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
+from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
 from search.kinds.registry import register_kind
+from search.kinds.transfer import source_from_record, source_record, transferred_backbone
 from search.models.backbones import Backbone, create_backbone, freeze
 from search.models.heads import hidden_part
 from search.models.prefix_cache import FrozenPrefixCache
-from search.training.configs import FinetuneConfig, config_from_dict
+from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
-from search.training.finetune import head_for, train_finetune
+from search.training.finetune import head_for, train_finetune, trained_span
 
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
-KEY_PARAMS = ("backbone_cut", "unfreeze_blocks", "opt_name", "opt_sgd_lr", "opt_adam_lr", "batch_size", "augment")
+KEY_PARAMS = (
+    "backbone_cut",
+    "reinit_blocks",
+    "unfreeze_blocks",
+    "opt_name",
+    "opt_sgd_lr",
+    "opt_adam_lr",
+    "batch_size",
+    "augment",
+)
 
 
 def finetuned_parts(
     backbone: Backbone, config: FinetuneConfig, state: dict[str, torch.Tensor] | None, num_classes: int
 ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
     """The stages up to the cut with the trial's trained ones loaded (copies), and its head (untrained: state None)."""
-    frozen, cut = backbone.trainable_span(config.cut, config.unfreeze_blocks)
+    frozen, cut = trained_span(backbone, config)
     stages = OrderedDict((name, copy.deepcopy(backbone.stages[name])) for name in backbone.stage_names[:cut])
     head = head_for(config, backbone.channels_at(config.cut), num_classes)
     if state is not None:
@@ -59,7 +69,7 @@ class FinetuneModel:
     """A fine-tuned network: the stages up to the cut and the trained head."""
 
     network: nn.Sequential
-    config: FinetuneConfig
+    config: FinetuneConfig | ScratchConfig  # what rebuilds it from a bundle
     backbone: str
     class_names: tuple[str, ...]
     image_size: int
@@ -67,6 +77,7 @@ class FinetuneModel:
     std: tuple[float, ...]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     kind: str = "finetune"
+    source: dict[str, Any] | None = None  # the trial whose network it was trained on (transferred), for bundles
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
@@ -78,7 +89,7 @@ class FinetuneModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def _network(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.Sequential:
+def network_of(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(OrderedDict([*stages.items(), ("head", head)]))
 
 
@@ -89,6 +100,7 @@ class FinetuneKind(StudyKind):
     name = "finetune"
     config_type = FinetuneConfig
     checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
+    accepts_source = True  # trains on another trial's network: --from-trial
     main_choices = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name")
     cpu_pixel_budget = True  # backward passes through the backbone cost minutes an epoch at 224 px on a CPU
 
@@ -115,7 +127,7 @@ class FinetuneKind(StudyKind):
         backbone = inputs.backbone
         stages, head = finetuned_parts(backbone, config, checkpoint, len(inputs.class_names))
         return FinetuneModel(
-            _network(stages, head),
+            network_of(stages, head),
             config,
             backbone.name,
             inputs.class_names,
@@ -123,11 +135,24 @@ class FinetuneKind(StudyKind):
             backbone.mean,
             backbone.std,
             inputs.device,
+            kind=self.name,
+            source=source_record(inputs.source) if inputs.source else None,
         )
 
+    def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
+        return transferred_backbone(source)
+
+    def trained_stages(
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+    ) -> tuple[OrderedDict[str, nn.Module], tuple[str, ...]]:
+        assert backbone is not None, "a finetune trial is rebuilt on the backbone it stood on"
+        stages, _ = finetuned_parts(backbone, config_from_dict(FinetuneConfig, config), checkpoint, num_classes)
+        return stages, tuple(c for c in backbone.cut_points if c in stages)
+
     def tap_model(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone, num_classes: int
+        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[nn.Sequential, dict[str, str]]:
+        assert backbone is not None, "a finetune trial is rebuilt on the backbone it stood on"
         tuned = config_from_dict(FinetuneConfig, config)
         return finetuned_tap_model(*finetuned_parts(backbone, tuned, checkpoint, num_classes))
 
@@ -138,16 +163,23 @@ class FinetuneKind(StudyKind):
             "config": asdict(model.config),
             "mean": list(model.mean),
             "std": list(model.std),
+            "source": model.source,
         }
 
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FinetuneModel:
-        backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
+        source = record.get("source")
+        if source:  # transferred: the source trial's stages, shape only (the bundle's weights replace all of it)
+            backbone = transferred_backbone(source_from_record(source))
+        else:
+            backbone = create_backbone(record["backbone"], pretrained="none")
         class_names = tuple(record["class_names"])
         config = config_from_dict(FinetuneConfig, record["config"])
-        network = _network(*finetuned_parts(backbone, config, None, len(class_names)))
+        network = network_of(*finetuned_parts(backbone, config, None, len(class_names)))
         network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         mean, std = tuple(record["mean"]), tuple(record["std"])
-        return FinetuneModel(network, config, backbone.name, class_names, int(record["image_size"]), mean, std, device)
+        return FinetuneModel(
+            network, config, backbone.name, class_names, int(record["image_size"]), mean, std, device, source=source
+        )
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from torch import nn
 
+FLATTEN_GRID = 4  # "flatten" pools to 4x4 first: Keras' Flatten of a 32 px CNN's maps, at any input size
+
 
 def build_head(
-    in_channels: int, num_classes: int, *, depth: int, width: int, batchnorm: bool, dropout: float
+    in_channels: int,
+    num_classes: int,
+    *,
+    depth: int,
+    width: int,
+    batchnorm: bool,
+    dropout: float,
+    pool: str = "avg",
 ) -> nn.Sequential:
-    """Global average pool, then `depth` x ([BN] Linear ReLU Dropout), then the classifier.
+    """Global average pool (or a flattened 4x4 grid), then `depth` x ([BN] Linear ReLU Dropout), then the classifier.
 
     With no hidden layer the head is the standard linear probe: dropout, then the classifier.
     """
-    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    features = in_channels
+    grid = FLATTEN_GRID if pool == "flatten" else 1
+    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(grid), nn.Flatten()]
+    features = in_channels * grid * grid
     for _ in range(depth):
         if batchnorm:
             layers.append(nn.BatchNorm1d(features))

@@ -39,7 +39,7 @@ def stored_test_part(study: optuna.Study) -> Part:
     if record.resolved is None or record.data is None or record.split is None:
         raise UserError(f"study '{study.study_name}' holds no data record or split; it was not made by run_study.py")
     spec, split, image_size = record.spec, record.split, record.resolved.image_size
-    source = open_source(spec["data"], root=Path(spec["data_root"]))
+    source = open_source(spec["data"], root=Path(spec["data_root"]), classes=spec.get("classes"))
     is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
     good = np.zeros(len(source), dtype=bool)
     kept, position = [], 0

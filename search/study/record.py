@@ -42,6 +42,8 @@ class Resolved:
     backbone_weights: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # --from-trial: the source trial ("STUDY:N"), its kind, classes, data fingerprint and whether it is this data
+    source: dict[str, Any] | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
@@ -51,7 +53,13 @@ class Resolved:
         if RESOLVED_ATTR in attrs:
             r = attrs[RESOLVED_ATTR]
             return cls(
-                r["kind"], r["device"], int(r["image_size"]), r["backbone_weights"], tuple(r["mean"]), tuple(r["std"])
+                r["kind"],
+                r["device"],
+                int(r["image_size"]),
+                r["backbone_weights"],
+                tuple(r["mean"]),
+                tuple(r["std"]),
+                r.get("source"),
             )
         spec = attrs.get(SPEC_ATTR, {})
         if spec.get("image_size") is None:

@@ -16,7 +16,7 @@ from search.data.sizing import typical_size
 from search.data.sources import ImageSource, open_source
 from search.errors import StudyAborted, UserError
 from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
-from search.models.backbones import Backbone, create_backbone
+from search.models.backbones import Backbone
 from search.study.artifacts import open_artifact_store
 from search.study.evaluation import finish_study
 from search.study.objective import Resources, TrialFailed, make_objective
@@ -96,39 +96,38 @@ def _open(spec: StudySpec) -> _Opened:
     space = get_space(spec.space)
     kind = get_kind(space.kind)
     device = resolve_device(spec.device)
-    source = open_source(spec.data, root=spec.data_root)
-    backbone = create_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
+    source = open_source(spec.data, root=spec.data_root, classes=spec.classes)
+    backbone = kind.study_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
     storage = open_storage(spec.storage)
     store = open_artifact_store(spec.artifact_dir)
     tapped = _source_trial(spec, kind, backbone, storage, store)
+    if tapped is not None:
+        backbone = kind.source_backbone(tapped, backbone)
     return _Opened(space, kind, device, source, backbone, storage, store, read_record(storage, spec.name), tapped)
 
 
 def _source_trial(
     spec: StudySpec, kind: StudyKind, backbone: Backbone, storage: optuna.storages.BaseStorage, store: Any
 ) -> SourceTrial | None:
-    """The trial named by --from-trial, checked against this study's kind and backbone."""
+    """The trial named by --from-trial; a fine-tuned one must have stood on this study's backbone flags."""
     if spec.from_trial is None:
         return None
     if not kind.accepts_source:
         raise UserError(
-            f"--from-trial is not for {kind.name} studies (it taps a trained network for --space features); drop it"
+            f"--from-trial is not for {kind.name} studies; it transfers a trained network to --space finetune or features"
         )
     source = read_source_trial(spec.from_trial, storage, store)
+    if not get_kind(source.kind).stands_on_backbone:
+        return source  # a scratch network is its own backbone
     theirs = {"backbone": source.backbone, "pretrained": source.pretrained, "weights": source.weights}
     ours = {
         "backbone": backbone.name,
         "pretrained": spec.pretrained,
         "weights": str(spec.weights) if spec.weights else None,
     }
-    for flag, value in theirs.items():  # its frozen stages are the backbone's own weights
+    for flag, value in theirs.items():  # the study records the backbone its network stands on
         if value != ours[flag]:
             raise UserError(f"trial {spec.from_trial} was trained with {flag}={value!r}; pass the same --{flag}")
-    if (source.mean, source.std) != (backbone.mean, backbone.std):
-        raise UserError(
-            f"trial {spec.from_trial} was trained on pixels normalised with mean {list(source.mean)}, std {list(source.std)}, "
-            f"not {backbone.name}'s {backbone.normalization}; train it again with this version"
-        )
     return source
 
 
@@ -154,9 +153,24 @@ def _resolve(spec: StudySpec, opened: _Opened) -> Resolved:
         device=str(opened.device),
         image_size=image_size,
         backbone_weights=opened.tapped.weights_id if opened.tapped else backbone.weights,
-        mean=backbone.mean,
-        std=backbone.std,
+        mean=opened.tapped.mean if opened.tapped else backbone.mean,  # a transferred network keeps its preprocessing
+        std=opened.tapped.std if opened.tapped else backbone.std,
+        source=_source_summary(opened),
     )
+
+
+def _source_summary(opened: _Opened) -> dict[str, Any] | None:
+    """What the record says of a transferred trial: which, of what kind, trained on which data."""
+    tapped = opened.tapped
+    if tapped is None:
+        return None
+    return {
+        "trial": f"{tapped.study_name}:{tapped.number}",
+        "kind": tapped.kind,
+        "classes": list(tapped.classes),
+        "fingerprint": tapped.fingerprint,
+        "same_data": tapped.fingerprint == opened.source.fingerprint(),
+    }
 
 
 def _check_same_setup(spec: StudySpec, resolved: Resolved, stored: StudyRecord) -> None:
@@ -179,14 +193,8 @@ def _check_same_setup(spec: StudySpec, resolved: Resolved, stored: StudyRecord) 
         )
 
 
-def _check_same_data(spec: StudySpec, recorded: StudyRecord | SourceTrial, data: Dataset) -> None:
-    """Refuse to mix trials of another dataset under one study name (or tap a network that saw our val/test)."""
-    if isinstance(recorded, SourceTrial):
-        if recorded.fingerprint != data.fingerprint:
-            raise UserError(
-                f"trial {spec.from_trial} was trained on other data than '{data.name}'; tap it on the data it was trained on"
-            )
-        return
+def _check_same_data(spec: StudySpec, recorded: StudyRecord, data: Dataset) -> None:
+    """Refuse to mix trials of another dataset under one study name."""
     change = recorded.data.change_to(data) if recorded.data else None
     if change is not None:
         raise UserError(
@@ -195,15 +203,13 @@ def _check_same_data(spec: StudySpec, recorded: StudyRecord | SourceTrial, data:
 
 
 def _split(spec: StudySpec, data: Dataset, opened: _Opened) -> Dataset:
-    """The data with the study's split: stored, the tapped network's (no leakage), or a new stratified one."""
+    """The data with the study's split: stored, the source trial's on its own data (no leakage), or a new one."""
     stored, tapped = opened.stored, opened.tapped
     if stored is not None:
         _check_same_data(spec, stored, data)
-    if tapped is not None:
-        _check_same_data(spec, tapped, data)
     if stored is not None and stored.split is not None:
         return data.with_split(stored.split)
-    if tapped is not None:
+    if tapped is not None and tapped.fingerprint == data.fingerprint:
         return data.with_split(tapped.split)
     return replace(data, split=stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed))
 
@@ -219,6 +225,8 @@ def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...]) ->
         train_size=data.split_counts()["train"],
         device=opened.device.type,
         feature_layers=feature_layers,
+        image_size=data.image_size,
+        transferred=opened.tapped is not None,
     )
 
 

@@ -40,6 +40,7 @@ class StudySpec:
     trials: int = 50
     data: str = "digits"
     data_root: Path = Path("studies/datasets")
+    classes: tuple[str, ...] | None = None  # keep only these classes of the data (--classes a,b,c)
     image_size: int | None = None  # None: the study's kind decides from the data, backbone and device
     backbone: str = "efficientnet_lite0"
     weights: Path | None = None
@@ -69,6 +70,8 @@ class StudySpec:
             problems.append("--max-epochs must be at least 1")
         if self.patience < 1:
             problems.append("--patience must be at least 1")
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes) or "" in self.classes):
+            problems.append("--classes must name distinct classes, separated by commas (e.g. 0,1,2)")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
             problems.append(f"--image-size must be at least {MIN_IMAGE_SIZE}")
         if self.sampler not in SAMPLERS:
@@ -90,6 +93,8 @@ class StudySpec:
 
     def default_study_name(self) -> str:
         data = Path(self.data).name or self.data
+        if self.classes:
+            data += "-" + "_".join(self.classes)
         space = Path(self.space).stem
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{space}-{data}-{self.backbone}")
 
@@ -100,6 +105,7 @@ class StudySpec:
     def to_record(self) -> dict[str, Any]:
         """JSON-ready, password-free view for the study's attributes."""
         record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        record["classes"] = list(self.classes) if self.classes else None
         record["storage"] = mask_password(self.storage)
         record["study_name"] = self.name
         return record

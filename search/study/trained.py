@@ -10,19 +10,20 @@ import torch
 from optuna.trial import FrozenTrial
 
 from search.errors import UserError
-from search.kinds import ModelInputs, TrainedModel
-from search.models.backbones import Backbone, create_backbone
+from search.kinds import ModelInputs, StudyKind, TrainedModel
+from search.models.backbones import Backbone
 from search.study.checkpoints import load_checkpoint
 from search.study.record import StudyRecord, read_source_trial, record_of, storage_of
 
 CPU = torch.device("cpu")
 
 
-def recorded_backbone(record: StudyRecord) -> Backbone:
+def recorded_backbone(record: StudyRecord, kind: StudyKind) -> Backbone:
     """The study's backbone, fed the pixels the study fed it."""
     spec = record.spec
     weights = Path(spec["weights"]) if spec.get("weights") else None
-    backbone = create_backbone(spec["backbone"], pretrained=spec.get("pretrained", "imagenet"), weights_file=weights)
+    pretrained = spec.get("pretrained", "imagenet")
+    backbone = kind.study_backbone(spec["backbone"], pretrained=pretrained, weights_file=weights)
     if record.resolved is None:
         return backbone
     return backbone.with_normalization(record.resolved.mean, record.resolved.std)
@@ -37,12 +38,14 @@ def load_trial_model(
         raise UserError(f"study '{study.study_name}' holds no data record; it was not made by run_study.py")
     kind = record.kind(trial)
     checkpoint = load_checkpoint(trial, kind, store, study_name=study.study_name)
-    source = record.spec.get("from_trial")
+    named = record.spec.get("from_trial")
+    source = read_source_trial(named, storage_of(study), store) if named else None
+    backbone = recorded_backbone(record, kind)
     inputs = ModelInputs(
-        backbone=recorded_backbone(record),
+        backbone=kind.source_backbone(source, backbone) if source else backbone,
         class_names=record.data.classes,
         image_size=record.resolved.image_size,
         device=device,
-        source=read_source_trial(source, storage_of(study), store) if source else None,
+        source=source,
     )
     return kind.trained_model(trial.user_attrs.get("config", {}), checkpoint, inputs)

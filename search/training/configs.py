@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from search.errors import UserError
+from search.models.scratch import ConvBlocks
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "light", "strong", "photo")
 POOLINGS = ("avg", "max", "both")
+HEAD_POOLS = ("avg", "flatten")  # global average, or the flattened 4x4 grid (Keras' Flatten on small images)
+CONV_POOLS = ("max", "avg")
 CLASSIFIERS = ("rf", "svm", "logreg")
 SVM_KERNELS = ("rbf", "linear", "poly")
 RF_MAX_FEATURES = ("sqrt", "log2", "0.2")
@@ -32,6 +35,10 @@ class SpaceContext:
     feature_layers: tuple[str, ...] = ()  # layers the features space may tap, in forward order
     # per cut point, how many stages back from it run at the coarsest resolution (cheap to train on a CPU)
     coarse_stages: dict[str, int] = dataclasses.field(default_factory=dict)
+    image_size: int = 224  # what the trials see: small images are cheap to train through every stage
+    transferred: bool = (
+        False  # the backbone is a trained trial's network (--from-trial): its stages may be re-initialised
+    )
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,17 @@ class FinetuneConfig:
     augment: str
     layer_decay: float = 1.0  # each unfrozen stage further back from the cut: lr x this again (timm's --layer-decay)
     label_smoothing: float = 0.0  # of the training loss only; validation loss stays plain cross-entropy
+    head_pool: str = "avg"
+    # the first k stages start from random weights again; then every stage up to the cut trains
+    reinit_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{self.optimizer}'")
         if self.augment not in AUGMENTATIONS:
             raise UserError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not '{self.augment}'")
+        if self.head_pool not in HEAD_POOLS:
+            raise UserError(f"head_pool must be one of {', '.join(HEAD_POOLS)}, not '{self.head_pool}'")
         checks = {
             "head_width": self.head_width >= 1,
             "head_depth": 0 <= self.head_depth <= 3,
@@ -73,10 +85,90 @@ class FinetuneConfig:
             "head_only_epochs": self.head_only_epochs >= 0,
             "layer_decay": 0.0 < self.layer_decay <= 1.0,
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+            "reinit_blocks": self.reinit_blocks >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise UserError(f"finetune config has out-of-range {', '.join(bad)}: {self}")
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    """One small CNN trained from random weights: conv blocks, a pooled or flattened head, its optimiser.
+
+    Block i is `convs_per_block` x (conv [BN] ReLU) with channels[i] maps, then a 2x2 pool.
+    """
+
+    channels: tuple[int, ...]  # feature maps per block; its length is the number of blocks
+    convs_per_block: int
+    kernel_size: int
+    batchnorm: bool
+    pool: str  # max or avg, after each block
+    head_pool: str  # avg (global) or flatten
+    fc_layers: int  # hidden fully connected layers before the classifier
+    fc_width: int
+    dropout: float
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    augment: str
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        choices = {
+            "pool": (self.pool, CONV_POOLS),
+            "head_pool": (self.head_pool, HEAD_POOLS),
+            "optimizer": (self.optimizer, OPTIMIZERS),
+            "augment": (self.augment, AUGMENTATIONS),
+        }
+        problems = [f"{k} must be one of {', '.join(ok)}, not '{v}'" for k, (v, ok) in choices.items() if v not in ok]
+        ranges = {
+            "channels": 1 <= len(self.channels) <= 6 and all(c >= 1 for c in self.channels),
+            "convs_per_block": 1 <= self.convs_per_block <= 3,
+            "kernel_size": self.kernel_size in (1, 3, 5, 7),
+            "fc_layers": 0 <= self.fc_layers <= 3,
+            "fc_width": self.fc_width >= 1,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "lr": self.lr > 0.0 and math.isfinite(self.lr),
+            "momentum": 0.0 <= self.momentum < 1.0,
+            "weight_decay": self.weight_decay >= 0.0,
+            "batch_size": self.batch_size >= 2,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+        }
+        problems += [f"{name} is out of range" for name, ok in ranges.items() if not ok]
+        if problems:
+            raise UserError(f"scratch config: {'; '.join(problems)}")
+
+    @property
+    def blocks(self) -> int:
+        return len(self.channels)
+
+    @property
+    def architecture(self) -> ConvBlocks:
+        return ConvBlocks(self.channels, self.convs_per_block, self.kernel_size, self.batchnorm, self.pool)
+
+    def as_finetune(self) -> FinetuneConfig:
+        """The same trial as the trainer runs it: every block trained, at one learning rate, under a new head."""
+        return FinetuneConfig(
+            cut=f"block{self.blocks}",
+            head_width=self.fc_width,
+            head_depth=self.fc_layers,
+            head_batchnorm=False,
+            head_dropout=self.dropout,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            batch_size=self.batch_size,
+            unfreeze_blocks=self.blocks,
+            backbone_lr_factor=1.0,
+            head_only_epochs=0,
+            augment=self.augment,
+            label_smoothing=self.label_smoothing,
+            head_pool=self.head_pool,
+        )
 
 
 @dataclass(frozen=True)
@@ -144,6 +236,7 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
         "str": str,
         "tuple[str, ...]": (tuple, list),
         "tuple[bool, ...]": (tuple, list),
+        "tuple[int, ...]": (tuple, list),
     }
     for name, value in values.items():
         expected = hints.get(str(fields[name].type))

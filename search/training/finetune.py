@@ -40,7 +40,23 @@ def head_for(config: FinetuneConfig, in_channels: int, num_classes: int) -> nn.S
         width=config.head_width,
         batchnorm=config.head_batchnorm,
         dropout=config.head_dropout,
+        pool=config.head_pool,
     )
+
+
+def trained_span(backbone: Backbone, config: FinetuneConfig) -> tuple[int, int]:
+    """(frozen, cut): stages [frozen, cut) are trained; re-initialised stages train everything up to the cut."""
+    unfreeze = backbone.max_unfreeze(config.cut) if config.reinit_blocks else config.unfreeze_blocks
+    return backbone.trainable_span(config.cut, unfreeze)
+
+
+def reinitialise(stages: nn.Sequential, count: int) -> None:
+    """Random weights again for the first `count` stages (the dogs-to-cats experiment's re-initialised convs)."""
+    for stage in list(stages)[:count]:
+        for module in stage.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 def parameter_groups(config: FinetuneConfig, head: nn.Module, trunk: nn.Sequential | None) -> list[dict[str, Any]]:
@@ -104,13 +120,14 @@ class _Network:
         cache: FrozenPrefixCache,
         settings: TrainSettings,
     ) -> None:
-        self.frozen_stages, self.cut = backbone.trainable_span(config.cut, config.unfreeze_blocks)
+        self.frozen_stages, self.cut = trained_span(backbone, config)
         self.cache = cache
         self.device = settings.device
         self.augment = augmentation(config.augment)
         self.trunk = copy.deepcopy(backbone.stage_range(self.frozen_stages, self.cut)).to(self.device)
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(True)
+        reinitialise(self.trunk, config.reinit_blocks)
         channels = backbone.channels_at(config.cut)
         self.head = head_for(config, channels, data.num_classes).to(self.device)
         if self.device.type == "cuda":
@@ -176,7 +193,7 @@ def train_finetune(
     history: list[EpochMetrics] = []
     best = BestEpoch(settings.metric)
     epoch_steps = _batch_count(len(train_index), config.batch_size)
-    if config.unfreeze_blocks > 0 and config.head_only_epochs > 0:
+    if net.frozen_stages < net.cut and config.head_only_epochs > 0 and not config.reinit_blocks:
         _probe(net, config, train_index, generator, amp, epochs=config.head_only_epochs, steps=epoch_steps)
     optimizer = make_optimizer(config, parameter_groups(config, net.head, net.trunk))
     schedule = warmup_cosine(optimizer, epoch_steps * settings.max_epochs)
