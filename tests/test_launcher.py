@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import search
-from search.cli.launcher import Worker, available_cores, visible_gpus, worker_environments
+from search.cli.launcher import Worker, available_cores, visible_gpus, without_storage, worker_environments
 from search.study.workers import WORKER_ENV
 
 PACKAGE_ROOT = str(Path(search.__file__).resolve().parents[1])
@@ -110,3 +110,20 @@ def test_error_line_falls_back_to_the_last_non_blank_line() -> None:
 def test_error_line_of_a_silent_worker_names_it_and_its_exit_code() -> None:
     worker = finished_worker("", 3)
     assert worker.error_line() == "worker 1 exited with code 3"
+
+
+def test_the_storage_url_is_taken_off_worker_command_lines() -> None:
+    url = "postgresql://bob:pw@db/study"
+    assert without_storage(["--trials", "4", "--storage", url, "--seed", "1"]) == ["--trials", "4", "--seed", "1"]
+    assert without_storage([f"--storage={url}", "--trials", "4"]) == ["--trials", "4"]
+    assert without_storage(["--study-name", "storage"]) == ["--study-name", "storage"]
+
+
+def test_run_study_reads_the_storage_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.cli.run import build_parser, spec_from_args
+
+    monkeypatch.setenv("TRANSFER_SEARCH_STORAGE", "sqlite:///elsewhere.db")
+    assert spec_from_args(build_parser().parse_args([])).storage == "sqlite:///elsewhere.db"
+    assert spec_from_args(build_parser().parse_args(["--storage", "sqlite:///x.db"])).storage == "sqlite:///x.db"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--stor", "sqlite:///x.db"])  # no abbreviation can slip past without_storage

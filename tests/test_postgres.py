@@ -129,6 +129,31 @@ def test_sigterm_fails_the_running_trial_and_the_same_command_resumes(tmp_path: 
     assert PASSWORD not in output
 
 
+def command_lines_of_children(pid: int) -> list[str]:
+    """What `ps` shows for each child of `pid` (Linux /proc), space-joined."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in children]
+
+
+def test_workers_get_the_storage_password_through_their_environment_not_their_command_line(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    flags = [*setup_workdir(tmp_path, hold=[0]), "--storage", postgres_url, "--trials", "2"]
+    parent = start(tmp_path, *flags, "--workers", "2")
+    try:
+        wait_for_running(postgres_url, 0, [parent])
+        lines = command_lines_of_children(parent.pid)
+        assert len(lines) == 2 and all("--workers 1" in line for line in lines), lines
+        assert not [line for line in lines if PASSWORD in line or "--storage" in line], lines
+    finally:
+        (tmp_path / "hold").unlink()
+    output = finish(parent)
+    assert parent.returncode == 0, output
+    study = load(postgres_url)
+    assert study is not None and len(finished(study)) >= 2, "the workers reached the study through the environment"
+    assert PASSWORD not in output
+
+
 @pytest.mark.parametrize(
     ("storage", "message"),
     [

@@ -29,7 +29,7 @@ from search.data.sources import TORCHVISION_DATASETS, open_source
 from search.kinds import StudyKind, get_kind
 from search.study.record import FINISHED, finished_count
 from search.study.spec import StudySpec
-from search.study.storage import mask_password, open_storage
+from search.study.storage import STORAGE_ENV, mask_password, open_storage
 from search.study.workers import WORKER_ENV, fail_trials_of, worker_id
 from search.training.core import resolve_device
 from spaces import get_space
@@ -99,17 +99,30 @@ def _read_stderr(worker: Worker, console: Console, verbose: bool) -> None:
             console.print(f"worker {worker.index}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
+def without_storage(argv: Sequence[str]) -> list[str]:
+    """The command line less `--storage URL` / `--storage=URL`: the workers read the URL from STORAGE_ENV."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--storage":
+            skip = True
+        elif not arg.startswith("--storage="):
+            kept.append(arg)
+    return kept
+
+
 def start_workers(spec: StudySpec, argv: Sequence[str], console: Console, *, verbose: bool, into: list[Worker]) -> None:
     """The same command with --workers 1 (the last flag wins), each in its own session: Ctrl-C goes through us.
 
     Appended to `into` one by one, so that a Ctrl-C while starting them still stops those started.
     """
-    command = [sys.executable, "-c", CHILD_CODE, *argv, "--workers", "1"]
-
+    command = [sys.executable, "-c", CHILD_CODE, *without_storage(argv), "--workers", "1"]
     for index, (env, where) in enumerate(worker_environments(spec.workers, spec.device)):
         process = subprocess.Popen(
             command,
-            env=env,
+            env={**env, STORAGE_ENV: spec.storage},  # not on the command line: `ps` shows those to everyone
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # their per-trial lines are ours to print, from the storage
             stderr=subprocess.PIPE,

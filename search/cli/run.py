@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from search.models.backbones import list_backbones
 from search.study import runner
 from search.study.record import finished_count
 from search.study.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
-from search.study.storage import storage_error_line
+from search.study.storage import STORAGE_ENV, storage_error_line
 from search.training.core import METRICS
 from spaces import list_spaces
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_study.py",
         description="Run (or resume) an Optuna study of transfer-learning configurations.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --workers strips --storage from its workers' command lines: no --stor=URL may slip by
     )
     parser.add_argument(
         "--space",
@@ -82,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="'none' trains the backbone from random init on purpose",
     )
     parser.add_argument(
-        "--storage", default=defaults.storage, help="Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db"
+        "--storage",
+        default=os.environ.get(STORAGE_ENV) or defaults.storage,
+        help=f"Optuna RDB URL: sqlite:///file.db or postgresql://user@host/db (default: ${STORAGE_ENV} if set, "
+        "which keeps a password off the command line)",
     )
     parser.add_argument(
         "--artifact-dir",

@@ -18,6 +18,9 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 
 from search.errors import UserError
 
+# The storage URL when --storage is not given: how --workers hands a URL with a password to its workers
+# (a command line is visible to every user in `ps`; an environment is not), and a way for users to do the same.
+STORAGE_ENV = "TRANSFER_SEARCH_STORAGE"
 HEARTBEAT_ENV = "TRANSFER_SEARCH_HEARTBEAT"  # seconds between heartbeats; tests and impatient users lower it
 HEARTBEAT_INTERVAL_S = 60  # a live worker touches its running trial this often
 GRACE_HEARTBEATS = 3  # a trial silent for 3 heartbeats (180 s by default) belongs to a dead worker and is retried
