@@ -9,6 +9,7 @@ stops every worker without leaving a RUNNING trial. Resuming is the same code as
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -54,6 +55,8 @@ def test_three_workers_share_one_study_and_a_killed_one_loses_nothing(tmp_path: 
     assert study is not None
     assert_retried(study, killed)
     assert "killed by SIGKILL" in study.trials[0].user_attrs["fail_reason"]
+    by = study.user_attrs["test_evaluation"]["by"]
+    assert by == f"{socket.gethostname()}:{parent.pid}", "the parent scored the test split, once; no worker did"
     assert 4 <= len(finished(study)) <= 4 + 3 - 1, states(study)
     assert states(study)["RUNNING"] == 0 and states(study)["FAIL"] == 1, states(study)
     numbers = [t.number for t in study.trials]

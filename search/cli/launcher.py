@@ -27,7 +27,9 @@ import search
 from search.cli.console import StudyProgress, closing_message, summary_table
 from search.data.sources import TORCHVISION_DATASETS, open_source
 from search.kinds import StudyKind, get_kind
-from search.study.record import FINISHED, finished_count
+from search.study.artifacts import open_artifact_store
+from search.study.evaluation import TEST_BY_PARENT_ENV, evaluate_from_record
+from search.study.record import FINISHED, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import STORAGE_ENV, mask_password, open_storage
 from search.study.workers import WORKER_ENV, fail_trials_of, worker_id
@@ -122,7 +124,8 @@ def start_workers(spec: StudySpec, argv: Sequence[str], console: Console, *, ver
     for index, (env, where) in enumerate(worker_environments(spec.workers, spec.device)):
         process = subprocess.Popen(
             command,
-            env={**env, STORAGE_ENV: spec.storage},  # not on the command line: `ps` shows those to everyone
+            # the URL is not on the command line, where `ps` shows it to everyone; the test split is ours to score
+            env={**env, STORAGE_ENV: spec.storage, TEST_BY_PARENT_ENV: "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # their per-trial lines are ours to print, from the storage
             stderr=subprocess.PIPE,
@@ -268,6 +271,9 @@ def _outcome(
         return 2 if any(w.process.returncode == 2 for w in failures) else 1
     for line in lines:  # the others finished the study, but a crashed worker deserves a line
         errors.print(f"warning: a worker stopped early ({line})", markup=False, highlight=False)
+    if stored_test(study) is None:
+        console.print("scoring the best trial on the held-out test split", highlight=False)
+        evaluate_from_record(study, open_artifact_store(spec.artifact_dir), device=resolve_device(spec.device))
     console.print(summary_table(study, spec, kind))
     console.print(closing_message(study, spec, time.monotonic() - started), highlight=False)
     return 0

@@ -3,12 +3,14 @@
 The search never sees the test images; only the final choice is scored on them, and the result is
 stored on the study (attribute `test_evaluation`) for the summary, the report and the dashboard.
 Several workers may finish a study at once: each skips the work when the stored evaluation is
-already for the current best trial.
+already for the current best trial, and the workers `--workers` starts leave it to their parent,
+which scores the best trial once after they end.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,12 @@ from search.kinds import Part, Prepared, StudyKind
 from search.study.record import completed_trials, record_of, store_test, stored_test
 from search.study.scores import classify
 from search.study.trained import load_trial_model
+from search.study.workers import worker_id
 
 log = logging.getLogger(__name__)
+TEST_BY_PARENT_ENV = (
+    "TRANSFER_SEARCH_TEST_BY_PARENT"  # set by --workers on its workers: the parent scores the test once
+)
 
 
 def stored_test_part(study: optuna.Study) -> Part:
@@ -78,7 +84,7 @@ def evaluate_on_test(
         return None
     model = load_trial_model(study, best, store, device=device)
     scores = classify(labels.numpy(), model.predict_proba(images), model.class_names)
-    record = {"trial": best.number, "images": len(labels), **scores.to_record()}
+    record = {"trial": best.number, "images": len(labels), "by": worker_id(), **scores.to_record()}
     store_test(study, record)
     return record
 
@@ -96,7 +102,7 @@ def finish_study(
     A best trial without a checkpoint (e.g. its upload failed) leaves the study unevaluated with a
     warning; the report says so and can retry.
     """
-    if store is None:
+    if store is None or os.environ.get(TEST_BY_PARENT_ENV):
         return
 
     def test_part() -> Part:
@@ -105,5 +111,13 @@ def finish_study(
 
     try:
         evaluate_on_test(study, store, device=device, test_part=test_part)
+    except UserError as exc:
+        log.warning("test evaluation skipped: %s", exc)
+
+
+def evaluate_from_record(study: optuna.Study, store: FileSystemArtifactStore, *, device: torch.device) -> None:
+    """The test evaluation from what the study recorded alone (the --workers parent): test images decoded again."""
+    try:
+        evaluate_on_test(study, store, device=device, test_part=lambda: stored_test_part(study))
     except UserError as exc:
         log.warning("test evaluation skipped: %s", exc)
