@@ -73,10 +73,14 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
     max_unfreeze = ctx.max_unfreeze[cut]
+    max_reinit = max_unfreeze - 1
     if ctx.device == "cpu" and ctx.image_size > SMALL_IMAGES:
         max_unfreeze = min(CPU_MAX_UNFREEZE, ctx.coarse_stages.get(cut, max_unfreeze))
+        max_reinit = 0  # re-initialising trains every stage up to the cut: the cost the cap above avoids
     # Another trial's network: its first stages may start again from random weights, then all stages train.
-    reinit_blocks = trial.suggest_int("reinit_blocks", 0, ctx.max_unfreeze[cut] - 1) if ctx.transferred else 0
+    reinit_blocks = 0
+    if ctx.transferred and max_reinit > 0:
+        reinit_blocks = trial.suggest_int("reinit_blocks", 0, max_reinit)
     # with stages re-initialised every stage up to the cut trains anyway
     unfreeze_blocks = 0 if reinit_blocks else trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
     backbone_lr_factor, layer_decay, probe_epochs = 1.0, 1.0, 0

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "write studies/NAME/report.md and report.html for a study")
     report.add_argument("--study-name", required=True)
     report.add_argument("--out", type=Path, default=None, help="folder for the report (default: studies/NAME)")
+    report.add_argument(
+        "--compare", nargs="+", default=[], metavar="NAME", help="studies in the same storage to compare it with"
+    )
 
     dashboard = command("dashboard", "start optuna-dashboard on the study storage, with the trials' artifacts")
     dashboard.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -71,15 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
+    from search.results.compare import load_compared
     from search.results.reading import artifact_store_for, best_trial, load_existing_study
     from search.results.report import write_report
     from search.training.core import resolve_device
 
     study = load_existing_study(args.storage, args.study_name)
     best_trial(study)  # no completed trial: say so before anything else
+    compared = load_compared(args.storage, args.compare, args.artifact_dir)  # a mistyped name too
     store = artifact_store_for(study, args.artifact_dir)
     out = args.out or Path("studies") / study.study_name
-    markdown, html = write_report(study, store, out, device=resolve_device(args.device))
+    markdown, html = write_report(study, store, out, device=resolve_device(args.device), vs=compared)
     console.print(f"wrote {markdown} and {html}", highlight=False, soft_wrap=True)
     return 0
 

@@ -39,6 +39,7 @@ class Dataset:
     labels: torch.Tensor  # int64 [N]
     split: np.ndarray  # int8 TRAIN/VAL/TEST per item
     fingerprint: str
+    keys: tuple[str, ...] = ()  # the source's item ids, to tell which items another study's network saw
 
     @property
     def num_classes(self) -> int:
@@ -166,6 +167,7 @@ def dataset_of(source: ImageSource, good: np.ndarray, images: torch.Tensor | Non
         labels=torch.from_numpy(kept.labels),
         split=kept.given_split.copy(),
         fingerprint=kept.fingerprint(),
+        keys=kept.keys,
     )
 
 
@@ -195,17 +197,27 @@ def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> 
     return dataset_of(source, good, torch.cat(chunks), image_size=image_size)
 
 
-def stratified_split(labels: np.ndarray, given: np.ndarray, class_names: tuple[str, ...], *, seed: int) -> np.ndarray:
+def stratified_split(
+    labels: np.ndarray,
+    given: np.ndarray,
+    class_names: tuple[str, ...],
+    *,
+    seed: int,
+    keep_in_train: np.ndarray | None = None,
+) -> np.ndarray:
     """TRAIN/VAL/TEST per item: the given split where there is one, val and test carved from the rest.
 
     Each carved part takes its fraction of each class's pool (at least one image), so every class
-    appears in every split and the fractions hold for the whole set.
+    appears in every split and the fractions hold for the whole set. Items marked `keep_in_train`
+    (seen in training by a network this study transfers) are never carved into val or test.
     """
     split = np.where(given == UNASSIGNED, TRAIN, given).astype(np.int8)
     carve = [
         (part, fraction) for part, fraction in ((VAL, VAL_FRACTION), (TEST, TEST_FRACTION)) if not (given == part).any()
     ]
     pool = np.flatnonzero(split == TRAIN)
+    if keep_in_train is not None:
+        pool = pool[~keep_in_train[pool]]
     counts = np.bincount(labels[pool], minlength=len(class_names))
     needed = 1 + len(carve)
     short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < needed]
@@ -213,8 +225,8 @@ def stratified_split(labels: np.ndarray, given: np.ndarray, class_names: tuple[s
         name, count = short[0]
         parts = "/".join(["train", *("val" if part == VAL else "test" for part, _ in carve)])
         raise UserError(
-            f"class '{name}' has {count} training image(s); each class needs at least {needed} "
-            f"(one each for {parts}): add images or remove the class"
+            f"class '{name}' has {count} training image(s){' the transferred trial did not train on' if keep_in_train is not None else ''}; "
+            f"each class needs at least {needed} (one each for {parts}): add images or remove the class"
         )
     rng = np.random.default_rng(seed)
     for cls in range(len(class_names)):

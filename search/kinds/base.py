@@ -57,6 +57,7 @@ class SourceTrial:
     classes: tuple[str, ...]
     fingerprint: str
     split: str  # the source study's split: a study on the same data adopts it
+    data: dict[str, Any] = field(default_factory=dict)  # the source study's --data, --data-root and --classes
 
     @property
     def weights_id(self) -> str:

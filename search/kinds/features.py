@@ -15,9 +15,9 @@ import torch
 from search.data.dataset import check_readable, dataset_of, decoded_batches, warn_ignored
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
+from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
 from search.kinds.registry import get_kind, register_kind
-from search.kinds.transfer import source_base
+from search.kinds.transfer import source_base, transferred_backbone
 from search.models.backbones import Backbone, create_backbone
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -106,6 +106,10 @@ class FeaturesKind(StudyKind):
     checkpoint_file = "features_pipeline.pkl"  # a fitted scikit-learn pipeline (pickle: our own artifact store)
     accepts_source = True
     main_choices = ("clf_name", "feat_pca")
+
+    def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
+        """The study's own backbone under a fine-tuned source (whose stages stand on it); a scratch network alone."""
+        return base if get_kind(source.kind).stands_on_backbone else transferred_backbone(source)
 
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         return stream_features(source, _extractor(inputs), inputs)

@@ -28,9 +28,10 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
+from search.results.compare import Compared, comparison_lines
 from search.results.html import to_html
 from search.results.reading import best_trial
-from search.results.text import format_pairs
+from search.results.text import format_pairs, markdown_table, percent
 from search.study.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifact, read_per_class
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.plots import DPI, plot_confusion, plot_curves
@@ -79,21 +80,6 @@ class Report:
             self.add(f"![{caption}](figures/{path.name})", "")
 
 
-def _cell(value: object) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _pct(value: object) -> str:
-    return f"{value:.2%}" if isinstance(value, (int, float)) else "-"
-
-
 def _num(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
@@ -115,7 +101,7 @@ def _section_study(report: Report, study: optuna.Study) -> None:
     rows = [(key, spec[key]) for key in SPEC_KEYS if spec.get(key) is not None]
     resolved = report.record.resolved
     rows += [(key, value) for key, value in (resolved.to_record() if resolved else {}).items()]
-    report.add(*_table(("setting", "value"), rows))
+    report.add(*markdown_table(("setting", "value"), rows))
     if data:
         classes = data.get("classes", [])
         shown = ", ".join(classes[:30]) + (f", ... ({len(classes)} in all)" if len(classes) > 30 else "")
@@ -147,11 +133,11 @@ def _section_best(
     attrs = best.user_attrs
     metric = report.record.spec.get("metric", "value")
     report.add("## Best configuration", "", f"Trial {best.number}: {metric} = {_num(best.value)}.", "")
-    report.add(*_table(("parameter", "value"), sorted(best.params.items())))
+    report.add(*markdown_table(("parameter", "value"), sorted(best.params.items())))
     if "config" in attrs:
         report.add("Resolved configuration:", "", "```json", json.dumps(attrs["config"], indent=2), "```", "")
     rows = [
-        ("accuracy", _pct(attrs.get("val_accuracy")), _pct(test["accuracy"]) if test else "-"),
+        ("accuracy", percent(attrs.get("val_accuracy")), percent(test["accuracy"]) if test else "-"),
         ("macro precision", _macro(val_rows, "precision"), _num(test["macro_precision"]) if test else "-"),
         ("macro recall", _macro(val_rows, "recall"), _num(test["macro_recall"]) if test else "-"),
         ("macro F1", _num(attrs.get("val_macro_f1")), _num(test["macro_f1"]) if test else "-"),
@@ -160,7 +146,7 @@ def _section_best(
     data = _data(report)
     val_images = data.get("split_counts", {}).get("val", "?")
     test_header = f"test ({test['images']} images)" if test else "test"
-    report.add(*_table(("figure", f"validation ({val_images} images)", test_header), rows))
+    report.add(*markdown_table(("figure", f"validation ({val_images} images)", test_header), rows))
     if test:
         report.add("The test split was never seen by the search: only this configuration was scored on it, once.", "")
     else:
@@ -179,7 +165,7 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
             rank,
             t.number,
             _num(t.value),
-            _pct(t.user_attrs.get("val_accuracy")),
+            percent(t.user_attrs.get("val_accuracy")),
             _num(t.user_attrs.get("val_macro_f1")),
             t.user_attrs.get("epochs_run", "-"),
             f"{t.user_attrs.get('seconds', 0.0):.1f}",
@@ -187,7 +173,9 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
         )
         for rank, t in enumerate(done[:TOP_TRIALS], start=1)
     ]
-    report.add(*_table(("rank", "trial", metric, "val acc", "val macro F1", "epochs", "seconds", "parameters"), rows))
+    report.add(
+        *markdown_table(("rank", "trial", metric, "val acc", "val macro F1", "epochs", "seconds", "parameters"), rows)
+    )
 
 
 def _order(value: object) -> tuple[int, float, str]:
@@ -260,11 +248,13 @@ def _section_groups(report: Report, study: optuna.Study, importances: dict[str, 
                     sum(t.state == TrialState.PRUNED for t in trials),
                     _num(best),
                     _num(statistics.median(values)) if values else "-",
-                    _pct(max(accuracies)) if accuracies else "-",
+                    percent(max(accuracies)) if accuracies else "-",
                 )
             )
         report.add(f"### {name}", "")
-        report.add(*_table((name, "trials", "pruned", f"best {metric}", f"median {metric}", "best val acc"), rows))
+        report.add(
+            *markdown_table((name, "trials", "pruned", f"best {metric}", f"median {metric}", "best val acc"), rows)
+        )
 
 
 def _optuna_figure(
@@ -295,7 +285,7 @@ def _section_search(
     report.add("### Parameter importances", "")
     important = list(importances)[:PARALLEL_PARAMS]
     if importances:
-        report.add(*_table(("parameter", "importance"), [(k, f"{v:.3f}") for k, v in importances.items()]))
+        report.add(*markdown_table(("parameter", "importance"), [(k, f"{v:.3f}") for k, v in importances.items()]))
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         path, why = _optuna_figure(
             lambda: vis.plot_param_importances(study, evaluator=evaluator), folder / "importances.png"
@@ -345,7 +335,7 @@ def _section_best_trial(
         report.figure(path, "test confusion matrix", missing="")
         report.add("### Per-class scores (test)", "")
         report.add(
-            *_table(
+            *markdown_table(
                 ("class", "precision", "recall", "F1", "support"),
                 [(c.name, _num(c.precision), _num(c.recall), _num(c.f1), c.support) for c in scores.per_class],
             )
@@ -355,16 +345,16 @@ def _section_best_trial(
         report.add("_validation per-class scores not in the store_", "")
     else:
         rows = [(r["class"], r["precision"], r["recall"], r["f1"], r["support"]) for r in val_rows]
-        report.add(*_table(("class", "precision", "recall", "F1", "support"), rows))
+        report.add(*markdown_table(("class", "precision", "recall", "F1", "support"), rows))
 
 
 def write_report(
-    study: optuna.Study, store: FileSystemArtifactStore, out: Path, *, device: torch.device
+    study: optuna.Study, store: FileSystemArtifactStore, out: Path, *, device: torch.device, vs: Sequence[Compared] = ()
 ) -> tuple[Path, Path]:
     """Write `out/report.md`, `out/report.html` and `out/figures/`; UserError without a completed trial.
 
     A study whose test evaluation is missing or stale (interrupted, or a newer best) is evaluated
-    first; when that cannot be done the report says why instead of failing.
+    first; when that cannot be done the report says why instead of failing. `vs`: studies a last section compares it with.
     """
     best = best_trial(study)
     try:
@@ -392,6 +382,7 @@ def write_report(
             target = figures / name
             target.write_bytes(path.read_bytes())
             report.figures[name] = target
+    report.add(*comparison_lines(Compared(study, store), vs))
     markdown = "\n".join(report.lines).rstrip() + "\n"
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(to_html(markdown, report.figures, f"Study report: {study.study_name}"))

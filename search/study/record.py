@@ -289,4 +289,5 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
         classes=record.data.classes,
         fingerprint=record.data.fingerprint,
         split=record.split or "",
+        data={k: record.spec.get(k) for k in ("data", "data_root", "classes")},
     )

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
-from search.data.dataset import Dataset, stratified_split
+from search.data.dataset import SPLIT_CODES, Dataset, stratified_split
 from search.data.sizing import typical_size
-from search.data.sources import ImageSource, open_source
+from search.data.sources import TRAIN, ImageSource, open_source
 from search.errors import StudyAborted, UserError
 from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
 from search.models.backbones import Backbone
@@ -211,7 +213,24 @@ def _split(spec: StudySpec, data: Dataset, opened: _Opened) -> Dataset:
         return data.with_split(stored.split)
     if tapped is not None and tapped.fingerprint == data.fingerprint:
         return data.with_split(tapped.split)
-    return replace(data, split=stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed))
+    seen = _trained_on_by(tapped, data) if tapped is not None else None
+    split = stratified_split(data.labels.numpy(), data.split, data.class_names, seed=spec.seed, keep_in_train=seen)
+    return replace(data, split=split)
+
+
+def _trained_on_by(source: SourceTrial, data: Dataset) -> np.ndarray:
+    """Per item of `data`, whether the source trial trained on it: other data may share images with its own."""
+    theirs = source.data
+    try:
+        listed = open_source(theirs["data"], root=Path(theirs["data_root"]), classes=theirs.get("classes"))
+    except UserError:  # its data is gone from here: nothing to compare, so nothing is known to be shared
+        return np.zeros(len(data.labels), dtype=bool)
+    codes = source.split
+    if len(codes) == len(listed.keys):  # every item was readable: the split lines up with the listing
+        trained = {key for key, code in zip(listed.keys, codes, strict=True) if code == SPLIT_CODES[TRAIN]}
+    else:  # some were unreadable there; any shared item may have been trained on
+        trained = set(listed.keys)
+    return np.fromiter((key in trained for key in data.keys), dtype=bool, count=len(data.keys))
 
 
 def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...]) -> SpaceContext:
