@@ -6,7 +6,8 @@ from typing import Any
 
 import optuna
 
-from search.training.configs import AUGMENTATIONS, OPTIMIZERS, FinetuneConfig, SpaceContext
+from search.training.configs import AUGMENTATIONS, FinetuneConfig, SpaceContext
+from spaces._optimizers import suggest_optimizer
 from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
@@ -14,7 +15,6 @@ BATCH_SIZES = (16, 32, 64, 128, 256)  # a few hundred photos give few steps an e
 SMALL_IMAGES = 64  # at or below this side a CPU trains through every stage in seconds an epoch
 CPU_MAX_UNFREEZE = 2  # on a CPU at most the last 2 stages at the coarsest resolution: backward through finer ones
 # costs minutes an epoch at 224 px on 2 cores (EfficientNet-Lite0 cut at block4, 2 stages: ~3 min); a GPU may unfreeze all
-SGD_MOMENTUM = 0.9  # with lr searched, momentum hardly matters (Li et al., ICLR 2020): fixed, one axis fewer
 SGD_LR = (1e-4, 1e-1)  # effective rate lr / (1 - momentum) of 1e-3..1, the span of best rates across data sets
 ADAM_LR = (1e-5, 1e-2)
 PROBE_EPOCHS = (2, 10)  # LP passes over cached features: cheap, and a well-fitted head is what LP-FT needs
@@ -64,11 +64,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     label_smoothing = trial.suggest_float("loss_label_smoothing", 0.0, 0.2)
     weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
 
-    optimizer = trial.suggest_categorical("opt_name", list(OPTIMIZERS))
-    if optimizer == "sgd":
-        lr, momentum = trial.suggest_float("opt_sgd_lr", *SGD_LR, log=True), SGD_MOMENTUM
-    else:
-        lr, momentum = trial.suggest_float("opt_adam_lr", *ADAM_LR, log=True), 0.0
+    optimizer, lr, momentum = suggest_optimizer(trial, sgd_lr=SGD_LR, adam_lr=ADAM_LR)
     batch_sizes = batch_sizes_for(ctx)
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import optuna
 
-from search.training.configs import AUGMENTATIONS, OPTIMIZERS, ScratchConfig, SpaceContext
+from search.training.configs import AUGMENTATIONS, ScratchConfig, SpaceContext
+from spaces._optimizers import suggest_optimizer
 from spaces._registry import register_space
 
 BATCH_SIZES = (32, 64, 128, 256)  # the CIFAR-10 report tried 32 and 256
-SGD_MOMENTUM = 0.9
 SGD_LR = (1e-3, 0.3)
 ADAM_LR = (1e-4, 1e-2)  # the report's 1e-4 and 1e-3 inside
 FC_WIDTH = (64, 4096)  # the report's 1024-4096 units, and narrower for small sets
@@ -69,11 +69,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> ScratchConfig:
     fc_width = trial.suggest_int("fc_width", *FC_WIDTH, log=True) if fc_layers else FC_WIDTH[0]
     dropout = trial.suggest_float("dropout", 0.0, 0.6)
     weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
-    optimizer = trial.suggest_categorical("opt_name", list(OPTIMIZERS))
-    if optimizer == "sgd":
-        lr, momentum = trial.suggest_float("opt_sgd_lr", *SGD_LR, log=True), SGD_MOMENTUM
-    else:
-        lr, momentum = trial.suggest_float("opt_adam_lr", *ADAM_LR, log=True), 0.0
+    optimizer, lr, momentum = suggest_optimizer(trial, sgd_lr=SGD_LR, adam_lr=ADAM_LR)
     return ScratchConfig(
         channels=channels_per_block(first, blocks, growth, MAX_CHANNELS[device]),
         convs_per_block=convs,

@@ -11,7 +11,8 @@ import pytest
 from search.errors import UserError
 from search.training.configs import FinetuneConfig, SpaceContext, config_from_dict
 from spaces import get_space, list_spaces
-from spaces.finetune import SGD_LR, SGD_MOMENTUM
+from spaces._optimizers import SGD_MOMENTUM
+from spaces.finetune import SGD_LR
 
 CTX = SpaceContext(
     backbone="efficientnet_lite0",

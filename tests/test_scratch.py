@@ -28,7 +28,8 @@ from search.study.trained import load_trial_model
 from search.training.configs import ScratchConfig, SpaceContext
 from search.training.finetune import trained_span
 from spaces import get_space
-from spaces.scratch import FIRST_CHANNELS, MAX_CHANNELS, SGD_MOMENTUM, users_cnn
+from spaces._optimizers import SGD_MOMENTUM
+from spaces.scratch import FIRST_CHANNELS, MAX_CHANNELS, users_cnn
 
 CPU_CTX = SpaceContext(
     backbone="scratch",
@@ -313,3 +314,14 @@ def test_export_and_predict_reproduce_the_validation_predictions(
         mine = [r["class"] == row["class"] for t, r in zip(truth, rows, strict=True) if t == row["class"]]
         assert len(mine) == int(row["support"])
         assert sum(mine) / len(mine) == pytest.approx(float(row["recall"]), abs=1e-4)
+
+
+def test_a_scratch_studys_default_name_names_no_backbone() -> None:
+    from search.cli.run import build_parser, spec_from_args
+
+    def name(*flags: str) -> str:
+        return spec_from_args(build_parser().parse_args(list(flags))).name
+
+    assert name("--space", "scratch", "--data", "digits", "--classes", "0,1") == "scratch-digits-0_1"
+    assert name("--space", "finetune", "--data", "digits") == "finetune-digits-efficientnet_lite0"
+    assert name("--space", "scratch", "--study-name", "mine") == "mine"

@@ -19,13 +19,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.cli.console import StudyProgress, closing_message, configure_logging, summary_table
 from search.cli.launcher import run_workers
 from search.errors import StudyAborted, UserError
+from search.kinds import get_kind
 from search.models.backbones import list_backbones
 from search.study import runner
 from search.study.record import finished_count
 from search.study.spec import DEVICES_HELP, PRUNERS, SAMPLERS, StudySpec
 from search.study.storage import STORAGE_ENV, storage_error_line
 from search.training.core import METRICS
-from spaces import list_spaces
+from spaces import get_space, list_spaces
 
 
 def class_list(text: str) -> tuple[str, ...]:
@@ -126,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
-    """Every StudySpec field has a flag of the same name."""
-    return StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
+    """Every StudySpec field has a flag of the same name; a scratch study's default name names no backbone."""
+    spec = StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
+    if spec.study_name is None and not get_kind(get_space(spec.space).kind).stands_on_backbone:
+        return dataclasses.replace(spec, study_name=spec.default_study_name(with_backbone=False))
+    return spec
 
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -89,6 +89,15 @@ class FinetuneModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
 
 
+def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A trained network's checkpoint: tensors only, so that it loads with weights_only=True."""
+    torch.save({k: v.cpu() for k, v in state.items()}, path)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def network_of(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(OrderedDict([*stages.items(), ("head", head)]))
 
@@ -117,10 +126,10 @@ class FinetuneKind(StudyKind):
         return prepared.data.part(TEST)
 
     def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        torch.save({k: v.cpu() for k, v in model.items()}, path)
+        write_tensors(model, path)
 
     def read_checkpoint(self, path: Path) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_tensors(path)
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(FinetuneConfig, config)

@@ -18,7 +18,14 @@ from search.data.dataset import decode_source
 from search.data.sizing import MIN_IMAGE_SIZE
 from search.data.sources import TEST, ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
-from search.kinds.finetune import FinetuneModel, finetuned_parts, finetuned_tap_model, network_of
+from search.kinds.finetune import (
+    FinetuneModel,
+    finetuned_parts,
+    finetuned_tap_model,
+    network_of,
+    read_tensors,
+    write_tensors,
+)
 from search.kinds.registry import register_kind
 from search.models.backbones import Backbone
 from search.models.scratch import ConvBlocks, scratch_backbone
@@ -75,10 +82,10 @@ class ScratchKind(StudyKind):
         return prepared.data.part(TEST)
 
     def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        torch.save({k: v.cpu() for k, v in model.items()}, path)
+        write_tensors(model, path)
 
     def read_checkpoint(self, path: Path) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_tensors(path)
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, config)

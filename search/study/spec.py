@@ -91,12 +91,14 @@ class StudySpec:
     def direction(self) -> Literal["minimize", "maximize"]:
         return METRICS[self.metric]
 
-    def default_study_name(self) -> str:
+    def default_study_name(self, *, with_backbone: bool = True) -> str:
+        """<space>-<data>[-<classes>]-<backbone>; without the backbone for kinds that stand on none (scratch)."""
         data = Path(self.data).name or self.data
         if self.classes:
             data += "-" + "_".join(self.classes)
         space = Path(self.space).stem
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{space}-{data}-{self.backbone}")
+        name = f"{space}-{data}-{self.backbone}" if with_backbone else f"{space}-{data}"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
     @property
     def name(self) -> str:
