@@ -6,7 +6,6 @@ import base64
 import re
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from search.results.html import to_html
@@ -62,10 +61,6 @@ def test_a_document_with_title_style_and_tables() -> None:
     assert "<table>" in html and "<td>accuracy</td>" in html and "<td>97.50%</td>" in html, "tables are enabled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="search/results/html.py:28 puts the title (the study name) into <title> unescaped",
-)
 def test_markup_in_the_title_is_escaped() -> None:
     html = to_html("text\n", {}, "Study report: a</title><script>x()</script>")
     assert "<script>" not in html

@@ -42,10 +42,8 @@ def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
         if record.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"format {record.get('format')!r}, expected {BUNDLE_FORMAT!r}")
         return get_kind(record["kind"]).read_bundle(record, path, device)
-    except UserError:
-        raise
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    except Exception as exc:  # an unknown kind (UserError) too: the folder and the way out belong in the line
+        reason = (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
         raise UserError(
             f"{path} is not a model bundle this version can read ({reason}); write one with python -m search export"
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from pathlib import Path
 
@@ -25,6 +26,6 @@ def to_html(markdown: str, figures: dict[str, Path], title: str) -> str:
 
     body = re.sub(r'src="figures/([^"]+)"', inline, body)
     return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{HTML_STYLE}</style></head><body>\n{body}</body></html>\n"
     )
