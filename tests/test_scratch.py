@@ -264,6 +264,7 @@ def test_a_scratch_study_learns_the_digits(scratch_study: ScratchStudy) -> None:
     assert record is not None and record.resolved is not None
     assert record.resolved.kind == "scratch" and record.resolved.image_size == 32  # 8 px digits, rounded up to 32
     assert record.resolved.mean == record.resolved.std == (0.5, 0.5, 0.5)
+    assert record.resolved.backbone == "scratch", "the record names what the networks stood on, not --backbone"
     best = study.best_trial
     assert best.number == 0 and best.params == users_cnn(CPU_CTX)
     # ten classes, chance 0.1; the users' CNN reached 0.93 after 2 epochs (an untrained one stays near 0.1)

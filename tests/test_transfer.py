@@ -241,6 +241,7 @@ def test_a_study_on_other_data_records_its_source_and_makes_its_own_split(
         "same_data": False,
     }
     assert record.resolved.kind == "finetune" and record.resolved.backbone_weights == source.weights_id
+    assert record.resolved.backbone == f"trial {SOURCE}", "the networks stood on the source trial's stages"
     assert record.resolved.image_size == source.image_size == 32  # the size the source network was trained at
     assert record.resolved.mean == record.resolved.std == (0.5, 0.5, 0.5)  # the source's preprocessing
     assert record.data.classes == UPPER and record.data.fingerprint != source.fingerprint

@@ -44,6 +44,7 @@ class Resolved:
     std: tuple[float, ...]
     # --from-trial: the source trial ("STUDY:N"), its kind, classes, data fingerprint and whether it is this data
     source: dict[str, Any] | None = None
+    backbone: str | None = None  # what the networks stood on: --backbone, "scratch", or "trial STUDY:N"
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
@@ -60,6 +61,7 @@ class Resolved:
                 tuple(r["mean"]),
                 tuple(r["std"]),
                 r.get("source"),
+                r.get("backbone"),
             )
         spec = attrs.get(SPEC_ATTR, {})
         if spec.get("image_size") is None:

@@ -158,6 +158,7 @@ def _resolve(spec: StudySpec, opened: _Opened) -> Resolved:
         mean=opened.tapped.mean if opened.tapped else backbone.mean,  # a transferred network keeps its preprocessing
         std=opened.tapped.std if opened.tapped else backbone.std,
         source=_source_summary(opened),
+        backbone=backbone.name,
     )
 
 
