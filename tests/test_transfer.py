@@ -331,3 +331,29 @@ def test_from_trial_mistakes_are_one_line_errors(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert stored.record("mistake") is None, "a refused --from-trial creates no study"
+
+
+def test_a_fine_tuned_trial_transfers_to_other_classes_and_its_export_agrees(stored: Stored, tmp_path: Path) -> None:
+    """The other source kind: an EfficientNet-Lite0 trial fine-tuned on digits 0-4, trained on again for 5-9.
+
+    Its stages stand on the ImageNet backbone, so the target rebuilds them from the source's recorded
+    backbone plus its checkpoint; the export must rebuild the same network from the bundle alone.
+    """
+    common = ["--space", "finetune", "--data", "digits", "--trials", "1", *FAST, "--pruner", "none", *stored.flags()]
+    assert run_main([*common, "--classes", ",".join(LOWER), "--study-name", "tuned-src"]) == 0
+    assert (
+        run_main([*common, "--classes", ",".join(UPPER), "--from-trial", "tuned-src:0", "--study-name", "tuned-dst"])
+        == 0
+    )
+    record = stored.record("tuned-dst")
+    assert record is not None and record.resolved is not None and record.resolved.source is not None
+    assert record.resolved.source["kind"] == "finetune" and record.resolved.backbone == "trial tuned-src:0"
+    study = stored.load("tuned-dst")
+    best = study.best_trial
+    data = decode_source(open_source("digits", root=DIGITS_ROOT, classes=UPPER), image_size=32)
+    images, labels = data.with_split(split_of(record)).part(VAL)
+    kept = load_trial_model(study, best, open_artifact_store(stored.artifact_dir)).predict_proba(images)
+    assert float((kept.argmax(1) == labels.numpy()).mean()) == pytest.approx(best.user_attrs["val_accuracy"])
+    bundle = tmp_path / "model"
+    assert results_main(["export", "--study-name", "tuned-dst", "--storage", stored.storage, "--out", str(bundle)]) == 0
+    np.testing.assert_allclose(load_bundle(bundle).predict_proba(images), kept, atol=1e-5)
