@@ -27,8 +27,8 @@ from search.kinds.finetune import (
     write_tensors,
 )
 from search.kinds.registry import register_kind
-from search.models.backbones import Backbone
-from search.models.scratch import ConvBlocks, scratch_backbone
+from search.models.backbones import SIGNED_UNIT, Backbone
+from search.models.scratch import SCRATCH_NAME, ConvBlocks, scratch_backbone
 from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.finetune import train_finetune
@@ -90,15 +90,14 @@ class ScratchKind(StudyKind):
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, config)
         stages, head = _parts(config, checkpoint, len(inputs.class_names))
-        backbone = scratch_backbone(REFERENCE)
         return FinetuneModel(
             network_of(stages, head),
             config,
-            backbone.name,
+            SCRATCH_NAME,
             inputs.class_names,
             inputs.image_size,
-            backbone.mean,
-            backbone.std,
+            SIGNED_UNIT,
+            SIGNED_UNIT,
             inputs.device,
             kind=self.name,
         )
@@ -125,7 +124,7 @@ class ScratchKind(StudyKind):
         network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         mean, std = tuple(record["mean"]), tuple(record["std"])
         size = int(record["image_size"])
-        return FinetuneModel(network, config, "scratch", class_names, size, mean, std, device, kind=self.name)
+        return FinetuneModel(network, config, SCRATCH_NAME, class_names, size, mean, std, device, kind=self.name)
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]
