@@ -82,7 +82,8 @@ def select_classes(source: ImageSource, names: Sequence[str]) -> ImageSource:
             f"--classes names {', '.join(repr(n) for n in unknown)}, which {source.name} does not have; "
             f"its classes are {', '.join(source.class_names)}"
         )
-    kept_classes = tuple(c for c in source.class_names if c in set(names))
+    wanted = set(names)
+    kept_classes = tuple(c for c in source.class_names if c in wanted)
     if len(kept_classes) < 2:
         raise UserError(f"--classes keeps {len(kept_classes)} class; a classifier needs at least two")
     old_to_new = {source.class_names.index(c): i for i, c in enumerate(kept_classes)}

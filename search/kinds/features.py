@@ -17,7 +17,7 @@ from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
 from search.kinds.registry import get_kind, register_kind
-from search.kinds.transfer import source_base, transferred_backbone
+from search.kinds.transfer import transferred_backbone
 from search.models.backbones import Backbone, create_backbone
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -92,7 +92,10 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
             backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=inputs.device
         )
     tap_model, taps = get_kind(source.kind).tap_model(
-        source.config, source.checkpoint, source_base(source), len(source.classes)
+        source.config,
+        source.checkpoint,
+        backbone,
+        len(source.classes),  # the base it stood on (source_backbone)
     )
     return FeatureExtractor(tap_model, taps, mean=source.mean, std=source.std, device=inputs.device)
 

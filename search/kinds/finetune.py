@@ -89,21 +89,26 @@ class FinetuneModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def write_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    """A trained network's checkpoint: tensors only, so that it loads with weights_only=True."""
-    torch.save({k: v.cpu() for k, v in state.items()}, path)
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def network_of(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(OrderedDict([*stages.items(), ("head", head)]))
 
 
+class NetworkKind(StudyKind):
+    """What the kinds that train a network share: decoded images held (test split too), tensor-only checkpoints."""
+
+    def test_images(self, prepared: Prepared) -> Part | None:
+        return prepared.data.part(TEST)
+
+    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
+        """The trained stages and head: tensors only, so that the checkpoint loads with weights_only=True."""
+        torch.save({k: v.cpu() for k, v in model.items()}, path)
+
+    def read_checkpoint(self, path: Path) -> Any:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 @register_kind
-class FinetuneKind(StudyKind):
+class FinetuneKind(NetworkKind):
     """Decoded images in memory, frozen-prefix activations cached, a network trained per trial."""
 
     name = "finetune"
@@ -121,15 +126,6 @@ class FinetuneKind(StudyKind):
         self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings
     ) -> TrialResult:
         return train_finetune(config, prepared.data, backbone, reporter, settings, cache=prepared.shared)
-
-    def test_images(self, prepared: Prepared) -> Part | None:
-        return prepared.data.part(TEST)
-
-    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        write_tensors(model, path)
-
-    def read_checkpoint(self, path: Path) -> Any:
-        return read_tensors(path)
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(FinetuneConfig, config)
@@ -149,7 +145,7 @@ class FinetuneKind(StudyKind):
         )
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
-        return transferred_backbone(source)
+        return transferred_backbone(source, base)  # base: the study's backbone, the one the source stood on
 
     def trained_stages(
         self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int

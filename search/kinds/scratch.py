@@ -16,16 +16,9 @@ from torch import nn
 
 from search.data.dataset import decode_source
 from search.data.sizing import MIN_IMAGE_SIZE
-from search.data.sources import TEST, ImageSource
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, StudyKind
-from search.kinds.finetune import (
-    FinetuneModel,
-    finetuned_parts,
-    finetuned_tap_model,
-    network_of,
-    read_tensors,
-    write_tensors,
-)
+from search.data.sources import ImageSource
+from search.kinds.base import KindInputs, ModelInputs, Prepared
+from search.kinds.finetune import FinetuneModel, NetworkKind, finetuned_parts, finetuned_tap_model, network_of
 from search.kinds.registry import register_kind
 from search.models.backbones import SIGNED_UNIT, Backbone
 from search.models.scratch import SCRATCH_NAME, ConvBlocks, scratch_backbone
@@ -46,7 +39,7 @@ def _parts(config: ScratchConfig, state: dict[str, torch.Tensor] | None, num_cla
 
 
 @register_kind
-class ScratchKind(StudyKind):
+class ScratchKind(NetworkKind):
     """Decoded images in memory; a network built and trained from random weights per trial."""
 
     name = "scratch"
@@ -77,15 +70,6 @@ class ScratchKind(StudyKind):
         network = scratch_backbone(config.architecture)
         network.stages.to(settings.device)
         return train_finetune(config.as_finetune(), prepared.data, network, reporter, settings)
-
-    def test_images(self, prepared: Prepared) -> Part | None:
-        return prepared.data.part(TEST)
-
-    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        write_tensors(model, path)
-
-    def read_checkpoint(self, path: Path) -> Any:
-        return read_tensors(path)
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, config)

@@ -26,10 +26,17 @@ def source_base(source: SourceTrial) -> Backbone | None:
     return backbone.with_normalization(source.mean, source.std)
 
 
-def transferred_backbone(source: SourceTrial) -> Backbone:
-    """The source trial's trained stages (checkpoint None: their shape only) as a frozen Backbone."""
-    stages, cut_points = get_kind(source.kind).trained_stages(
-        source.config, source.checkpoint, source_base(source), len(source.classes)
+def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> Backbone:
+    """The source trial's trained stages (checkpoint None: their shape only) as a frozen Backbone.
+
+    `base`: the backbone the source stood on when the caller holds it already (the runner checked its
+    flags against the source's); otherwise it is built from the source's record.
+    """
+    kind = get_kind(source.kind)
+    if kind.stands_on_backbone and base is None:
+        base = source_base(source)
+    stages, cut_points = kind.trained_stages(
+        source.config, source.checkpoint, base if kind.stands_on_backbone else None, len(source.classes)
     )
     backbone = Backbone(
         name=f"trial {source.study_name}:{source.number}",
