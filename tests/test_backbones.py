@@ -91,7 +91,7 @@ def test_weights_file_round_trip(tmp_path: Path) -> None:
 
 def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.pth").write_text("not a checkpoint")
-    with pytest.raises(UserError, match="could not be read as a state dict"):
+    with pytest.raises(UserError, match="holds more than tensors, or is damaged"):
         create_backbone("resnet18", weights_file=tmp_path / "bad.pth")
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="does not fit ResNet"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,20 +14,23 @@ import torch
 from search.data.dataset import check_readable, dataset_of, decoded_batches, warn_ignored
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource
+from search.errors import UserError
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
 from search.kinds.registry import get_kind, register_kind
 from search.kinds.transfer import transferred_backbone
-from search.models.backbones import Backbone, create_backbone
+from search.models.backbones import Backbone, create_backbone, load_tensors
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.features import select_features, train_features
+from search.training.pipeline_files import SKOPS_SUFFIX, dump_pipeline, load_pipeline
 
 log = logging.getLogger(__name__)
 
 EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
-PIPELINE_FILE = "pipeline.pkl"
+PIPELINE_FILE = f"pipeline{SKOPS_SUFFIX}"  # skops: loading rebuilds trusted types only, runs no code
+LEGACY_PIPELINE_FILE = "pipeline.pkl"  # bundles before skops: never loaded
 
 
 @dataclass
@@ -106,7 +108,7 @@ class FeaturesKind(StudyKind):
 
     name = "features"
     config_type = FeaturesConfig
-    checkpoint_file = "features_pipeline.pkl"  # a fitted scikit-learn pipeline (pickle: our own artifact store)
+    checkpoint_file = f"features_pipeline{SKOPS_SUFFIX}"  # the fitted pipeline; never a pickle
     accepts_source = True
     main_choices = ("clf_name", "feat_pca")
 
@@ -126,10 +128,10 @@ class FeaturesKind(StudyKind):
         return None  # images were streamed into the feature cache, never held
 
     def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        path.write_bytes(pickle.dumps({"config": asdict(config), "pipeline": model}))
+        path.write_bytes(dump_pipeline(model))
 
     def read_checkpoint(self, path: Path) -> Any:
-        return pickle.loads(path.read_bytes())["pipeline"]
+        return load_pipeline(path.read_bytes(), what="the trial's kept pipeline")
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FeaturesModel:
         return FeaturesModel(
@@ -146,7 +148,7 @@ class FeaturesKind(StudyKind):
 
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
         torch.save(model.extractor.model.state_dict(), folder / WEIGHTS_FILE)
-        (folder / PIPELINE_FILE).write_bytes(pickle.dumps(model.pipeline))
+        (folder / PIPELINE_FILE).write_bytes(dump_pipeline(model.pipeline))
         return {
             "backbone": model.backbone,
             "config": asdict(model.config),
@@ -168,12 +170,16 @@ class FeaturesKind(StudyKind):
             tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, source_classes)
         else:
             tap_model, taps = backbone.tap_model(), backbone.taps
-        tap_model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        tap_model.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
         if record["taps"] != taps:
             raise ValueError("the bundle's layer taps do not match this backbone")
         mean, std = tuple(record["mean"]), tuple(record["std"])
         extractor = FeatureExtractor(tap_model, taps, mean=mean, std=std, device=device)
-        pipeline = pickle.loads((folder / PIPELINE_FILE).read_bytes())
+        if not (folder / PIPELINE_FILE).exists() and (folder / LEGACY_PIPELINE_FILE).exists():
+            raise UserError(
+                f"its pipeline is a pickle ({LEGACY_PIPELINE_FILE}), which can run code when loaded: refused"
+            )
+        pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE)
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])
         return FeaturesModel(

@@ -18,7 +18,7 @@ from search.data.sources import TEST, ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
 from search.kinds.registry import register_kind
 from search.kinds.transfer import source_from_record, source_record, transferred_backbone
-from search.models.backbones import Backbone, create_backbone, freeze
+from search.models.backbones import Backbone, create_backbone, freeze, load_tensors
 from search.models.heads import hidden_part
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
@@ -104,7 +104,7 @@ class NetworkKind(StudyKind):
         torch.save({k: v.cpu() for k, v in model.items()}, path)
 
     def read_checkpoint(self, path: Path) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path, what="the trial's kept model")
 
 
 @register_kind
@@ -180,7 +180,7 @@ class FinetuneKind(NetworkKind):
         class_names = tuple(record["class_names"])
         config = config_from_dict(FinetuneConfig, record["config"])
         network = network_of(*finetuned_parts(backbone, config, None, len(class_names)))
-        network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        network.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
         mean, std = tuple(record["mean"]), tuple(record["std"])
         return FinetuneModel(
             network, config, backbone.name, class_names, int(record["image_size"]), mean, std, device, source=source

@@ -20,7 +20,7 @@ from search.data.sources import ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Prepared
 from search.kinds.finetune import FinetuneModel, NetworkKind, finetuned_parts, finetuned_tap_model, network_of
 from search.kinds.registry import register_kind
-from search.models.backbones import SIGNED_UNIT, Backbone
+from search.models.backbones import SIGNED_UNIT, Backbone, load_tensors
 from search.models.scratch import SCRATCH_NAME, ConvBlocks, scratch_backbone
 from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -105,7 +105,7 @@ class ScratchKind(NetworkKind):
         config = config_from_dict(ScratchConfig, record["config"])
         class_names = tuple(record["class_names"])
         network = network_of(*_parts(config, None, len(class_names)))
-        network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        network.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
         mean, std = tuple(record["mean"]), tuple(record["std"])
         size = int(record["image_size"])
         return FinetuneModel(network, config, SCRATCH_NAME, class_names, size, mean, std, device, kind=self.name)

@@ -8,11 +8,14 @@ std, native image size), and every path that feeds it pixels uses that, never a 
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -164,14 +167,29 @@ def freeze(module: nn.Module) -> None:
         parameter.requires_grad_(False)
 
 
+def load_tensors(path: Path, *, what: str) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, so a file can run no code.
+
+    Anything else (a pickled object, a malicious reduce) is refused with one line naming the file.
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch names what it would not load: "Unsupported global: ..."
+            found = [line.strip() for line in str(exc).splitlines() if "Unsupported" in line or "GLOBAL" in line]
+            reason = (found or [reason])[0][:100]
+        raise UserError(f"{what} {path.name} refused: it holds more than tensors, or is damaged ({reason})") from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a file, unwrapped from common checkpoint containers, 'module.' stripped."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(
-            f"--weights {path} could not be read as a state dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), FILE)"
-        ) from None
+        loaded = load_tensors(path, what="--weights")
+    except UserError as exc:
+        raise UserError(f"{exc}; save one with torch.save(model.state_dict(), FILE)") from None
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
