@@ -9,6 +9,18 @@ import optuna
 from search.training.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
 from spaces._registry import register_space
 
+KERNEL_SVM_MAX_ITEMS = 5_000  # an SVM's fit grows with the square of the items: 42,500 CIFAR-10 items took over 8 min
+RF_TREE_MAX_ITEMS = (
+    10_000  # each tree draws at most this many items (max_samples): its cost stops growing with the data
+)
+
+
+def classifiers_for(train_size: int) -> list[str]:
+    """What fits the data's size: kernel SVMs on small data, a logistic regression by SGD on big data."""
+    if train_size <= KERNEL_SVM_MAX_ITEMS:
+        return [name for name in CLASSIFIERS if name != "sgd"]
+    return [name for name in CLASSIFIERS if name != "svm"]
+
 
 def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     """A logistic regression on the L2-normalised average pool of the deepest layer: the usual linear-probe baseline."""
@@ -39,7 +51,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
         else 0
     )
 
-    classifier = trial.suggest_categorical("clf_name", list(CLASSIFIERS))
+    classifier = trial.suggest_categorical("clf_name", classifiers_for(ctx.train_size))
     params: dict[str, object] = {}
     if classifier == "rf":
         params = {
@@ -47,12 +59,15 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
             "rf_min_samples_leaf": trial.suggest_int("clf_rf_min_samples_leaf", 1, 20, log=True),
             "rf_max_features": trial.suggest_categorical("clf_rf_max_features", list(RF_MAX_FEATURES)),
             "rf_balanced": trial.suggest_categorical("clf_rf_balanced", [False, True]),
+            "rf_max_samples": min(1.0, RF_TREE_MAX_ITEMS / max(1, ctx.train_size)),
         }
     elif classifier == "svm":
         kernel = trial.suggest_categorical("clf_svm_kernel", list(SVM_KERNELS))
         params = {"svm_c": trial.suggest_float("clf_svm_c", 1e-2, 1e3, log=True), "svm_kernel": kernel}
         if kernel != "linear":
             params["svm_gamma"] = trial.suggest_float("clf_svm_gamma", 1e-5, 1e-1, log=True)
+    elif classifier == "sgd":
+        params = {"sgd_alpha": trial.suggest_float("clf_sgd_alpha", 1e-6, 1e-2, log=True)}
     else:
         params = {"logreg_c": trial.suggest_float("clf_logreg_c", 1e-3, 1e3, log=True)}
     return FeaturesConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
@@ -9,7 +10,7 @@ import pytest
 
 from search.training.configs import FeaturesConfig, SpaceContext
 from spaces import get_space
-from spaces.features import standard_recipe, suggest
+from spaces.features import KERNEL_SVM_MAX_ITEMS, RF_TREE_MAX_ITEMS, classifiers_for, standard_recipe, suggest
 
 CTX = SpaceContext(
     backbone="efficientnet_lite0",
@@ -137,3 +138,43 @@ def test_sampled_trials_give_valid_configs_or_are_pruned() -> None:
         assert 8 <= config.pca_dims <= 256 or config.pca_dims == 0
         study.tell(trial, 1.0)
     assert outcomes["config"] > 20  # 1 in 8 trials chooses no layer
+
+
+def test_kernel_svms_only_on_small_data_and_sgd_only_on_big_data() -> None:
+    assert classifiers_for(KERNEL_SVM_MAX_ITEMS) == ["rf", "svm", "logreg"]
+    assert classifiers_for(KERNEL_SVM_MAX_ITEMS + 1) == ["rf", "logreg", "sgd"]
+
+
+def test_on_big_data_sgd_is_offered_and_each_tree_draws_a_bounded_sample() -> None:
+    big = dataclasses.replace(CTX, train_size=4 * RF_TREE_MAX_ITEMS)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        try:
+            config = suggest(trial, big)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        study.tell(trial, 0.0)
+        seen.add(config.classifier)
+        assert config.classifier != "svm", "a kernel SVM grows with the square of the items"
+        if config.classifier == "rf":
+            assert config.rf_max_samples == 0.25
+        if config.classifier == "sgd":
+            assert 1e-6 <= config.sgd_alpha <= 1e-2
+    assert seen == {"rf", "logreg", "sgd"}
+    small = suggest(
+        optuna.trial.FixedTrial(
+            {
+                **ONLY_BLOCK5,
+                "clf_name": "rf",
+                "clf_rf_n_estimators": 50,
+                "clf_rf_min_samples_leaf": 1,
+                "clf_rf_max_features": "sqrt",
+                "clf_rf_balanced": False,
+            }
+        ),
+        CTX,
+    )
+    assert small.rf_max_samples == 1.0, "small data: every tree sees every item"

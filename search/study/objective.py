@@ -15,7 +15,7 @@ from search.models.backbones import Backbone
 from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
 from search.study.record import FAIL_REASON
-from search.training.core import EpochMetrics, Status, TrainSettings, TrialResult
+from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +27,6 @@ class Resources:
     backbone: Backbone
     settings: TrainSettings
     artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
-
-
-class TrialFailed(Exception):
-    """A trial that could not train (e.g. CUDA out of memory); the study catches it and goes on."""
 
 
 class TrialReporter:

@@ -15,7 +15,7 @@ AUGMENTATIONS = ("none", "light", "strong", "photo")
 POOLINGS = ("avg", "max", "both")
 HEAD_POOLS = ("avg", "flatten")  # global average, or the flattened 4x4 grid (Keras' Flatten on small images)
 CONV_POOLS = ("max", "avg")
-CLASSIFIERS = ("rf", "svm", "logreg")
+CLASSIFIERS = ("rf", "svm", "logreg", "sgd")  # sgd: a logistic regression by SGD, for data too big for the rest
 SVM_KERNELS = ("rbf", "linear", "poly")
 RF_MAX_FEATURES = ("sqrt", "log2", "0.2")
 
@@ -182,15 +182,17 @@ class FeaturesConfig:
     pooling: tuple[str, ...]  # per layer: avg, max or both (concatenated)
     l2_normalize: tuple[bool, ...]  # per layer: scale each image's vector of that layer to unit length
     pca_dims: int  # 0: no PCA
-    classifier: str  # rf, svm or logreg
+    classifier: str  # rf, svm, logreg or sgd
     rf_n_estimators: int = 100
     rf_min_samples_leaf: int = 1
     rf_max_features: str = "sqrt"
     rf_balanced: bool = False  # class_weight="balanced"
+    rf_max_samples: float = 1.0  # the fraction of the training items each tree draws: bounds a tree's cost on big data
     svm_c: float = 1.0
     svm_kernel: str = "rbf"
     svm_gamma: float = 0.0  # 0: scikit-learn's "scale"
     logreg_c: float = 1.0
+    sgd_alpha: float = 1e-4  # the L2 penalty of the SGD-trained logistic regression
 
     def __post_init__(self) -> None:
         problems = []
@@ -213,6 +215,8 @@ class FeaturesConfig:
             "svm_c": self.svm_c > 0.0,
             "svm_gamma": self.svm_gamma >= 0.0,
             "logreg_c": self.logreg_c > 0.0,
+            "rf_max_samples": 0.0 < self.rf_max_samples <= 1.0,
+            "sgd_alpha": self.sgd_alpha > 0.0,
         }
         problems += [f"{name} is out of range" for name, ok in ranges.items() if not ok]
         if problems:

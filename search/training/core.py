@@ -78,6 +78,10 @@ class TrainSettings:
         return nullcontext()
 
 
+class TrialFailed(Exception):
+    """A trial that could not train (e.g. CUDA out of memory); the study catches it and goes on."""
+
+
 class Status(enum.Enum):
     """How a trial ended."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
@@ -30,10 +31,12 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
+from search.training.child_fit import in_child
 from search.training.configs import FeaturesConfig
 from search.training.core import BestEpoch, EpochMetrics, Reporter, Status, TrainSettings, TrialResult
 
 RF_STAGES = 4  # a forest is grown in this many steps, reporting after each
+SGD_EPOCHS = 30  # passes over the training items at most (it stops earlier once the loss settles)
 TRAIN_SCORE_ITEMS = (
     256  # training loss/accuracy (curves only) on a fixed sample: predicting every item costs more than the fit
 )
@@ -84,6 +87,7 @@ def _classifier(config: FeaturesConfig, labels: np.ndarray, *, seed: int, thread
         )
         return RandomForestClassifier(
             n_estimators=config.rf_n_estimators,
+            max_samples=config.rf_max_samples if config.rf_max_samples < 1.0 else None,
             min_samples_leaf=config.rf_min_samples_leaf,
             max_features=max_features,
             class_weight=class_weight,
@@ -95,6 +99,10 @@ def _classifier(config: FeaturesConfig, labels: np.ndarray, *, seed: int, thread
         gamma: str | float = config.svm_gamma or "scale"
         svm = SVC(C=config.svm_c, kernel=config.svm_kernel, gamma=gamma, random_state=seed)
         return CalibratedClassifierCV(svm, ensemble=False, cv=2)  # Platt-scaled probabilities for the log loss
+    if config.classifier == "sgd":  # linear in the items: one pass costs what one lbfgs step costs, ~20 passes
+        return SGDClassifier(
+            loss="log_loss", alpha=config.sgd_alpha, max_iter=SGD_EPOCHS, tol=1e-3, n_jobs=threads, random_state=seed
+        )
     return LogisticRegression(C=config.logreg_c, max_iter=300)  # standardised inputs converge well within it
 
 
@@ -116,15 +124,38 @@ def train_features(
     reporter: Reporter,
     settings: TrainSettings,
 ) -> TrialResult:
-    """Fit the pipeline on the training items; report the study's metric per forest stage, or once."""
+    """Fit the pipeline on the training items; report the study's metric per forest stage, or once.
+
+    The fits run in a child process (`in_child`): a prune, Ctrl-C or SIGTERM ends a native fit at once.
+    """
     started = time.perf_counter()
-    inputs = select_features(config, features)
+    history: list[EpochMetrics] = []
+    best = BestEpoch(settings.metric)
+    inputs, widths = (
+        select_features(config, features),
+        layer_widths(config, features),
+    )  # read here: kept for the next trial
+    with closing(in_child(lambda: _fitted_stages(config, inputs, widths, data, settings))) as stages:
+        for metrics, val_probabilities, pipeline in stages:
+            history.append(metrics)
+            best.offer(metrics, val_probabilities, lambda kept=pipeline: kept, replace=True)  # the latest stage
+            if reporter.report(metrics.epoch, metrics):
+                return TrialResult.ended(Status.PRUNED, started, best, history, reason="pruned by the study's pruner")
+    return TrialResult.ended(Status.COMPLETE, started, best, history)
+
+
+def _fitted_stages(
+    config: FeaturesConfig, inputs: np.ndarray, widths: list[int], data: Dataset, settings: TrainSettings
+) -> Iterator[tuple[EpochMetrics, np.ndarray, Pipeline | None]]:
+    """Per forest stage (or once): its metrics, validation probabilities, and the pipeline after the last stage.
+
+    Only the last stage sends its pipeline back: only a complete trial keeps its model, and a big
+    forest costs more to send than to score.
+    """
     labels = data.labels.numpy()
     train, val = data.split == TRAIN, data.split == VAL
     threads = max(1, torch.get_num_threads())
-    pipeline = build_pipeline(
-        config, layer_widths(config, features), labels[train], seed=settings.seed, threads=threads
-    )
+    pipeline = build_pipeline(config, widths, labels[train], seed=settings.seed, threads=threads)
     prepare, classifier = pipeline[:-1], pipeline[-1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # an under-converged fit is judged by its val loss
@@ -132,8 +163,6 @@ def train_features(
         val_x = prepare.transform(inputs[val])
         scored = np.random.default_rng(settings.seed).permutation(len(train_x))[:TRAIN_SCORE_ITEMS]
         sizes = rf_stages(config.rf_n_estimators) if config.classifier == "rf" else [0]
-        history: list[EpochMetrics] = []
-        best = BestEpoch(settings.metric)
         for stage, size in enumerate(sizes, start=1):
             stage_start = time.perf_counter()
             if size:
@@ -145,8 +174,4 @@ def train_features(
             val_probabilities = classifier.predict_proba(val_x)
             val_loss, val_acc = _scores(val_probabilities, labels[val], data.num_classes)
             metrics = EpochMetrics(stage, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - stage_start)
-            history.append(metrics)
-            best.offer(metrics, val_probabilities, lambda: pipeline, replace=True)  # the forest grown so far
-            if reporter.report(stage, metrics):
-                return TrialResult.ended(Status.PRUNED, started, best, history, reason="pruned by the study's pruner")
-    return TrialResult.ended(Status.COMPLETE, started, best, history)
+            yield metrics, val_probabilities, pipeline if stage == len(sizes) else None
