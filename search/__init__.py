@@ -13,12 +13,27 @@ Programmatic use mirrors the CLI: build a StudySpec, then `search.study.runner.p
 A trainer can also be called on its own with any Reporter.
 """
 
-from search.errors import StudyAborted, UserError
-from search.models.backbones import Backbone, create_backbone, list_backbones, register_backbone
-from search.training.configs import FeaturesConfig, FinetuneConfig, SpaceContext
-from search.training.core import EpochMetrics, NullReporter, Reporter, Status, TrainSettings, TrialResult
-from search.training.finetune import train_finetune
+from search._lazy import lazy_exports
 
+_EXPORTS = {
+    "Backbone": "search.models.backbones",
+    "create_backbone": "search.models.backbones",
+    "list_backbones": "search.models.backbones",
+    "register_backbone": "search.models.backbones",
+    "FeaturesConfig": "search.training.configs",
+    "FinetuneConfig": "search.training.configs",
+    "SpaceContext": "search.training.configs",
+    "EpochMetrics": "search.training.core",
+    "NullReporter": "search.training.core",
+    "Reporter": "search.training.core",
+    "Status": "search.training.core",
+    "TrainSettings": "search.training.core",
+    "TrialResult": "search.training.core",
+    "train_finetune": "search.training.finetune",
+    "StudyAborted": "search.errors",
+    "UserError": "search.errors",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # imported on first use: an ONNX prediction needs no torch
 __all__ = [
     "Backbone",
     "EpochMetrics",

@@ -19,6 +19,7 @@ from PIL import Image
 from search.cli.run import main
 from search.data.dataset import SPLIT_CODES
 from search.data.sources import TEST, open_source
+from search.study.spec import StudySpec
 from tests.helpers import FAST, ROOT
 
 STUDY_FLAGS = [*FAST, "--seed", "0"]
@@ -57,6 +58,24 @@ def finished_study(factory: pytest.TempPathFactory, space: str, *extra: str, tri
         assert main(args) == 0
         (folder / "done").touch()
     return study
+
+
+FLOWERS = Path(__file__).parent / "photos" / "flowers"  # 5 kinds x (6 train + 4 val) real photos, see photos/README.md
+FLOWERS_STUDY = "features-flowers-efficientnet_lite0"  # the default name of a features study on FLOWERS
+
+
+def flowers_features_spec(factory: pytest.TempPathFactory, *, trials: int = 8) -> StudySpec:
+    """An 8-trial features study on real photos, in one place per session: whoever runs it first builds it."""
+    folder = factory.getbasetemp() / "flowers-features"
+    folder.mkdir(exist_ok=True)
+    return StudySpec(
+        space="features",
+        trials=trials,
+        data=str(FLOWERS),
+        storage=f"sqlite:///{folder / 'studies.db'}",
+        artifact_dir=folder / "artifacts",
+        cache_dir=folder / "cache",
+    )
 
 
 def run_search(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

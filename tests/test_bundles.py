@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.data.dataset import decode_image_file
+from search.data.decode import decode_image_file
 from search.errors import UserError
 from search.results.bundles import BUNDLE_FILE, BUNDLE_FORMAT, load_bundle, save_bundle
 from search.results.reading import artifact_store_for, best_trial

@@ -69,14 +69,16 @@ def test_every_pipeline_the_space_builds_round_trips_through_the_trusted_list(
         **params,  # type: ignore[arg-type]
     )
     pipeline = build_pipeline(config, [10, 10], labels, seed=0, threads=1).fit(inputs, labels)
-    loaded = load_pipeline(dump_pipeline(pipeline), what="test")
+    loaded = load_pipeline(dump_pipeline(pipeline), what="test", remedy="export it again")
     np.testing.assert_array_equal(loaded.predict_proba(inputs), pipeline.predict_proba(inputs))
 
 
 def test_a_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    with pytest.raises(UserError, match="is a pickle, which can run code when loaded") as caught:
-        load_pipeline(malicious_pickle(marker), what="the file")
+    with pytest.raises(
+        UserError, match="is a pickle, which can run code when loaded: refused; export it again"
+    ) as caught:
+        load_pipeline(malicious_pickle(marker), what="the file", remedy="export it again")
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
@@ -85,14 +87,14 @@ def test_a_skops_file_holding_an_untrusted_type_is_refused_and_never_run(tmp_pat
     marker = tmp_path / "ran"
     hostile = Pipeline([("step", FunctionTransformer(os.system, kw_args={}))])  # a function skops does not trust
     with pytest.raises(UserError, match="holds types this version does not trust") as caught:
-        load_pipeline(sio.dumps(hostile), what="the file")
+        load_pipeline(sio.dumps(hostile), what="the file", remedy="export it again")
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
 
 def test_garbage_is_a_one_line_refusal(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is not a skops file"):
-        load_pipeline(b"PK\x03\x04 half a zip", what="the file")
+        load_pipeline(b"PK\x03\x04 half a zip", what="the file", remedy="export it again")
 
 
 @pytest.mark.parametrize("kind", ["features", "finetune", "scratch"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from search.data.dataset import decode_image_file
+from search.data.decode import decode_image_file
 from search.errors import UserError
 from search.kinds import TrainedModel
 from search.results.predict import BATCH, Prediction, image_files, predict_files, write_csv

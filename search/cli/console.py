@@ -119,11 +119,16 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str
     return "\n".join(lines)
 
 
+def _figure(value: object, form: str, *, scale: float = 1.0) -> str:
+    """A measured figure, or a dash for trials that lack it (older studies)."""
+    return form.format(value * scale) if isinstance(value, int | float) else "-"
+
+
 def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top: int = 5) -> Table:
     """The best completed trials, best first, with their accuracy and key choices."""
     done = completed_trials(study)
     table = Table(title=f"best trials of {spec.name} ({len(done)} complete)")
-    for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "params"):
+    for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "ms/image", "size", "params"):
         table.add_column(column)
     for trial in done[:top]:
         table.add_row(
@@ -132,6 +137,8 @@ def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
             f"{trial.user_attrs.get('val_accuracy', float('nan')):.2%}",
             str(trial.user_attrs.get("epochs_run", "")),
             f"{trial.user_attrs.get('seconds', 0.0):.1f}",
+            _figure(trial.user_attrs.get("latency_ms_b1"), "{:.1f}"),
+            _figure(trial.user_attrs.get("size_bytes"), "{:.3g} MB", scale=1e-6),
             format_params(trial.params, kind),
         )
     return table

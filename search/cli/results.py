@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from rich.console import Console
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--study-name", required=True)
     export.add_argument("--out", type=Path, required=True, help="a new folder for the model")
     export.add_argument("--trial", type=int, default=None, help="a completed trial's number instead of the best")
+    export.add_argument(
+        "--format",
+        choices=("bundle", "onnx"),
+        default="bundle",
+        help="bundle: PyTorch weights (+ skops pipeline) for this package; onnx: one graph for onnxruntime",
+    )
 
     predict = command("predict", "class and probability per image, from a folder written by export")
     predict.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
@@ -114,7 +121,9 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     study = load_existing_study(args.storage, args.study_name)
     chosen_trial(study, args.trial)  # no such trial: say so before looking for its files
     store = artifact_store_for(study, args.artifact_dir)
-    trial = export_model(study, store, args.out, trial_number=args.trial, device=resolve_device(args.device))
+    trial = export_model(
+        study, store, args.out, trial_number=args.trial, device=resolve_device(args.device), onnx=args.format == "onnx"
+    )
     console.print(
         f"exported trial {trial.number} of {study.study_name} to {args.out}; "
         f"try: python -m search predict --model {args.out} IMAGES...",
@@ -125,18 +134,22 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _predict(args: argparse.Namespace, console: Console) -> int:
-    from search.results.bundles import load_bundle
-    from search.results.predict import image_files, predict_files, write_csv
-    from search.training.core import resolve_device
+    from search.results.onnx_bundle import is_onnx_bundle, load_onnx_bundle
+    from search.results.predict import image_files, predict_files, tab_lines, write_csv
 
-    model = load_bundle(args.model, device=resolve_device(args.device))
+    if is_onnx_bundle(args.model):
+        model: Any = load_onnx_bundle(args.model)
+    else:
+        from search.results.bundles import load_bundle
+        from search.training.core import resolve_device
+
+        model = load_bundle(args.model, device=resolve_device(args.device))
     predictions = predict_files(model, image_files(args.images))
     if args.out is not None:
         write_csv(predictions, args.out)
         console.print(f"wrote {len(predictions)} predictions to {args.out}", highlight=False)
     else:
-        # tab-separated, one line per image: easy to read, sort, cut or paste into a sheet
-        sys.stdout.write("".join(f"{p.path}\t{p.label}\t{p.probability:.4f}\n" for p in predictions))
+        sys.stdout.write(tab_lines(predictions))
     return 0
 
 

@@ -1,27 +1,25 @@
 """Images in: sources (folders, digits, torchvision sets), decoding and splits, augmentation, pixels, sizes, feature cache."""
 
-from search.data.augment import augmentation
-from search.data.dataset import Dataset, decode_image_file, decode_source, stratified_split
-from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
-from search.data.pixels import normalize_pixels
-from search.data.sizing import default_image_size, typical_size
-from search.data.sources import TEST, TRAIN, VAL, ImageSource, open_source
+from search._lazy import lazy_exports
 
-__all__ = [
-    "TEST",
-    "TRAIN",
-    "VAL",
-    "Dataset",
-    "FeatureCache",
-    "FeatureExtractor",
-    "FeatureKey",
-    "ImageSource",
-    "augmentation",
-    "decode_image_file",
-    "decode_source",
-    "default_image_size",
-    "normalize_pixels",
-    "open_source",
-    "stratified_split",
-    "typical_size",
-]
+_EXPORTS = {
+    "TEST": "search.data.sources",
+    "TRAIN": "search.data.sources",
+    "VAL": "search.data.sources",
+    "ImageSource": "search.data.sources",
+    "open_source": "search.data.sources",
+    "Dataset": "search.data.dataset",
+    "decode_source": "search.data.dataset",
+    "stratified_split": "search.data.dataset",
+    "decode_image_file": "search.data.decode",
+    "FeatureCache": "search.data.feature_cache",
+    "FeatureExtractor": "search.data.feature_cache",
+    "FeatureKey": "search.data.feature_cache",
+    "augmentation": "search.data.augment",
+    "normalize_pixels": "search.data.pixels",
+    "default_image_size": "search.data.sizing",
+    "typical_size": "search.data.sizing",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # imported on first use: decoding for an ONNX model needs no torch
+
+__all__ = sorted(_EXPORTS)

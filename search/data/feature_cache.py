@@ -78,15 +78,18 @@ class FeatureExtractor:
     def layers(self) -> tuple[str, ...]:
         return tuple(self.taps)
 
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """uint8 images [B, 3, S, S] -> per layer float32 [B, 2, C] (average and max pool)."""
+    def tapped(self, layers: tuple[str, ...]) -> nn.Module:
+        """The network cut after the deepest of `layers`, returning {layer: output} (traced once per layer set)."""
         if layers not in self._traced:
             nodes = {self.taps[layer]: layer for layer in layers}
             self._traced[layers] = create_feature_extractor(self.model, return_nodes=nodes)
-        extractor = self._traced[layers]
+        return self._traced[layers]
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """uint8 images [B, 3, S, S] -> per layer float32 [B, 2, C] (average and max pool)."""
         x = normalize_pixels(images.to(self.device), self.mean, self.std)
-        return {layer: pool(output).cpu().numpy() for layer, output in extractor(x).items()}
+        return {layer: pool(output).cpu().numpy() for layer, output in self.tapped(layers)(x).items()}
 
 
 def pool(output: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -96,6 +97,23 @@ class ModelInputs:
     source: SourceTrial | None = None  # the trial whose network a features model taps
 
 
+@dataclass
+class InferenceParts:
+    """A trial's model split for timing: a trunk trials may share (timed once per key) and the trial's own head."""
+
+    trunk: nn.Module  # normalised images -> what `head` takes
+    trunk_key: Hashable | None  # trials with equal keys share the trunk's cost; None: the trunk is the trial's own
+    head: Callable[[torch.Tensor], Any]  # trunk output -> class probabilities
+    parameters: int  # the network's, plus the numbers a fitted pipeline holds
+    size_bytes: int  # what the exported model weighs: float32 weights (+ the stored pipeline)
+
+
+def network_size(module: nn.Module) -> tuple[int, int]:
+    """(parameters, bytes) of a network's state: what its exported weights hold."""
+    state = module.state_dict()
+    return sum(p.numel() for p in module.parameters()), sum(t.numel() * t.element_size() for t in state.values())
+
+
 class StudyKind(ABC):
     """One kind of study; subclasses register with `search.kinds.register_kind`."""
 
@@ -158,6 +176,14 @@ class StudyKind(ABC):
     @abstractmethod
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> TrainedModel:
         """The model of an export folder written by `write_bundle`."""
+
+    @abstractmethod
+    def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
+        """A complete trial's model (TrialResult.model) as parts to time and measure (search.study.costs)."""
+
+    @abstractmethod
+    def onnx_graph(self, model: Any) -> Any:
+        """The whole model as one onnx.ModelProto: uint8 images [N, 3, S, S] in, `probabilities` [N, classes] out."""
 
     @abstractmethod
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:

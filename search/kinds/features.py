@@ -10,24 +10,42 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from search.data.dataset import check_readable, dataset_of, decoded_batches, warn_ignored
-from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
+from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey, pool
 from search.data.sources import ImageSource
 from search.errors import UserError
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
+from search.kinds.base import (
+    InferenceParts,
+    KindInputs,
+    ModelInputs,
+    Part,
+    Prepared,
+    SourceTrial,
+    StudyKind,
+    network_size,
+)
 from search.kinds.registry import get_kind, register_kind
 from search.kinds.transfer import transferred_backbone
 from search.models.backbones import Backbone, create_backbone, load_tensors
+from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.features import select_features, train_features
-from search.training.pipeline_files import SKOPS_SUFFIX, dump_pipeline, load_pipeline
+from search.training.pipeline_files import (
+    SKOPS_SUFFIX,
+    dump_pipeline,
+    fitted_numbers,
+    load_pipeline,
+    pipeline_to_onnx,
+)
 
 log = logging.getLogger(__name__)
 
 EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
 PREDICT_BATCH = 128
+FEATURES = "features"  # the ONNX value between the tapped network and the pipeline
 WEIGHTS_FILE = "weights.pt"
 PIPELINE_FILE = f"pipeline{SKOPS_SUFFIX}"  # skops: loading rebuilds trusted types only, runs no code
 LEGACY_PIPELINE_FILE = "pipeline.pkl"  # bundles before skops: never loaded
@@ -54,6 +72,23 @@ class FeaturesModel:
             pooled = self.extractor(batch, self.config.layers)
             chunks.append(self.pipeline.predict_proba(select_features(self.config, pooled.__getitem__)))
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
+
+
+class PooledLayers(nn.Module):
+    """The chosen layers' pooled vectors side by side, laid out as `select_features` lays them: the pipeline's input."""
+
+    def __init__(self, tapped: nn.Module, config: FeaturesConfig) -> None:
+        super().__init__()
+        self.tapped = tapped
+        self.choices = list(zip(config.layers, config.pooling, strict=True))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.tapped(images)
+        blocks = []
+        for layer, pooling in self.choices:
+            pooled = pool(outputs[layer])  # [N, 2, C]: average, max
+            blocks.append(pooled.flatten(1) if pooling == "both" else pooled[:, 0 if pooling == "avg" else 1])
+        return torch.cat(blocks, dim=1)
 
 
 def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: KindInputs) -> Prepared:
@@ -131,7 +166,11 @@ class FeaturesKind(StudyKind):
         path.write_bytes(dump_pipeline(model))
 
     def read_checkpoint(self, path: Path) -> Any:
-        return load_pipeline(path.read_bytes(), what="the trial's kept pipeline")
+        return load_pipeline(
+            path.read_bytes(),
+            what="the trial's kept pipeline",
+            remedy="it was kept by an older version: run the study again under a new --study-name",
+        )
 
     def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FeaturesModel:
         return FeaturesModel(
@@ -179,12 +218,33 @@ class FeaturesKind(StudyKind):
             raise UserError(
                 f"its pipeline is a pickle ({LEGACY_PIPELINE_FILE}), which can run code when loaded: refused"
             )
-        pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE)
+        pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE, remedy="export it again")
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])
         return FeaturesModel(
             extractor, config, pipeline, backbone.name, class_names, size, source_config, source_kind, source_classes
         )
+
+    def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
+        """The taps and pooling (shared by trials tapping the same layers), then the trial's fitted pipeline."""
+        trunk = PooledLayers(prepared.shared.extractor.tapped(config.layers), config)
+        parameters, size = network_size(trunk)
+        return InferenceParts(
+            trunk,
+            config.layers[-1],  # the taps cost what running up to the deepest one costs; pooling is noise
+            lambda features: model.predict_proba(features.cpu().numpy()),
+            parameters + fitted_numbers(model),
+            size + len(dump_pipeline(model)),
+        )
+
+    def onnx_graph(self, model: Any) -> Any:
+        """Taps, pooling and selection (exported from torch) chained into the pipeline (exported by skl2onnx)."""
+        extractor = model.extractor
+        layers = PooledLayers(extractor.tapped(model.config.layers), model.config)
+        features = module_to_onnx(FromPixels(layers, extractor.mean, extractor.std), model.image_size, output=FEATURES)
+        width = int(model.pipeline.n_features_in_)
+        pipeline = pipeline_to_onnx(model.pipeline, width, input_name=FEATURES, opset=OPSET)
+        return chain(features, pipeline, (FEATURES, FEATURES), prefix="pipeline_")
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The layers tapped, then the classifier and its settings."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,21 @@ from torch import nn
 from search.data.dataset import decode_source
 from search.data.pixels import normalize_pixels
 from search.data.sources import TEST, ImageSource
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind
+from search.kinds.base import (
+    InferenceParts,
+    KindInputs,
+    ModelInputs,
+    Part,
+    Prepared,
+    SourceTrial,
+    StudyKind,
+    network_size,
+)
 from search.kinds.registry import register_kind
 from search.kinds.transfer import source_from_record, source_record, transferred_backbone
 from search.models.backbones import Backbone, create_backbone, freeze, load_tensors
 from search.models.heads import hidden_part
+from search.models.onnx_graphs import PROBABILITIES, FromPixels, module_to_onnx
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -106,6 +118,29 @@ class NetworkKind(StudyKind):
     def read_checkpoint(self, path: Path) -> Any:
         return load_tensors(path, what="the trial's kept model")
 
+    @abstractmethod
+    def network_parts(
+        self, config: Any, backbone: Backbone, num_classes: int
+    ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
+        """A trial's stages and head, shape only (untrained)."""
+
+    def trunk_key(self, config: Any, backbone: Backbone) -> Hashable | None:
+        """What makes two trials' stages cost the same; None: each trial's stages are its own."""
+        return None
+
+    def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
+        """The stages and the head (weights do not change the cost: the untrained shapes serve)."""
+        stages, head = self.network_parts(config, backbone, prepared.data.num_classes)
+        head.eval()  # batch norm in training mode cannot take a batch of one
+        parameters, size = network_size(network_of(stages, head))
+        trunk = nn.Sequential(stages)
+        return InferenceParts(trunk, self.trunk_key(config, backbone), lambda x: head(x).softmax(1), parameters, size)
+
+    def onnx_graph(self, model: Any) -> Any:
+        """The network with its pixel normalisation in front and a softmax behind: what predict_proba computes."""
+        network = nn.Sequential(FromPixels(model.network, model.mean, model.std), nn.Softmax(dim=1))
+        return module_to_onnx(network, model.image_size, output=PROBABILITIES)
+
 
 @register_kind
 class FinetuneKind(NetworkKind):
@@ -117,6 +152,14 @@ class FinetuneKind(NetworkKind):
     accepts_source = True  # trains on another trial's network: --from-trial
     main_choices = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name")
     cpu_pixel_budget = True  # backward passes through the backbone cost minutes an epoch at 224 px on a CPU
+
+    def network_parts(
+        self, config: Any, backbone: Backbone, num_classes: int
+    ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
+        return finetuned_parts(backbone, config, None, num_classes)
+
+    def trunk_key(self, config: Any, backbone: Backbone) -> Hashable | None:
+        return (backbone.name, config.cut)  # the stages up to the cut; unfreezing changes weights, not cost
 
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         data = decode_source(source, image_size=inputs.image_size)

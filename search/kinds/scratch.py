@@ -49,6 +49,9 @@ class ScratchKind(NetworkKind):
     cpu_pixel_budget = True
     stands_on_backbone = False
 
+    def network_parts(self, config: Any, backbone: Backbone, num_classes: int) -> tuple[Any, Any]:
+        return _parts(config, None, num_classes)
+
     def study_backbone(self, name: str, *, pretrained: str, weights_file: Path | None) -> Backbone:
         """The users' own small CNN: what a scratch study records as its preprocessing (each trial builds its own)."""
         return scratch_backbone(REFERENCE)

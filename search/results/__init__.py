@@ -1,18 +1,17 @@
 """Using a finished study: reading it back, the report, the dashboard, exported bundles and predictions."""
 
-from search.results.bundles import load_bundle, save_bundle
-from search.results.export import export_model
-from search.results.predict import image_files, predict_files
-from search.results.reading import best_trial, load_existing_study
-from search.results.report import write_report
+from search._lazy import lazy_exports
 
-__all__ = [
-    "best_trial",
-    "export_model",
-    "image_files",
-    "load_bundle",
-    "load_existing_study",
-    "predict_files",
-    "save_bundle",
-    "write_report",
-]
+_EXPORTS = {
+    "best_trial": "search.results.reading",
+    "load_existing_study": "search.results.reading",
+    "export_model": "search.results.export",
+    "image_files": "search.results.predict",
+    "predict_files": "search.results.predict",
+    "load_bundle": "search.results.bundles",
+    "save_bundle": "search.results.bundles",
+    "write_report": "search.results.report",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # imported on first use: an ONNX prediction needs no torch
+
+__all__ = sorted(_EXPORTS)

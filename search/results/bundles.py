@@ -15,6 +15,7 @@ import torch
 
 from search.errors import UserError
 from search.kinds import TrainedModel, get_kind
+from search.results.onnx_bundle import ONNX_FILE, onnx_record
 
 BUNDLE_FORMAT = "transfer-search-model/1"
 BUNDLE_FILE = "bundle.json"
@@ -32,6 +33,15 @@ def save_bundle(model: TrainedModel, out: Path) -> None:
         "preprocessing": "RGB, EXIF-upright, shorter side to image_size, centre crop, /255, (x - mean) / std",
     }
     record |= get_kind(model.kind).write_bundle(model, out)
+    (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def save_onnx_bundle(model: TrainedModel, out: Path) -> None:
+    """Write the whole model as one ONNX graph (its kind builds it) and bundle.json describing its input."""
+    graph = get_kind(model.kind).onnx_graph(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ONNX_FILE).write_bytes(graph.SerializeToString())
+    record = onnx_record(model.kind, model.class_names, model.image_size)
     (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
 
 

@@ -10,7 +10,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
-from search.results.bundles import save_bundle
+from search.results.bundles import save_bundle, save_onnx_bundle
 from search.results.reading import best_trial
 from search.study.trained import load_trial_model
 
@@ -33,11 +33,12 @@ def export_model(
     *,
     trial_number: int | None = None,
     device: torch.device,
+    onnx: bool = False,
 ) -> FrozenTrial:
-    """Write the trial's model (weights, config, class names, preprocessing) to `out`; never over a folder in use."""
+    """Write the trial's model to `out` (a bundle, or with `onnx` one ONNX graph); never over a folder in use."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not an empty folder; pick a new one")
     trial = chosen_trial(study, trial_number)
     model = load_trial_model(study, trial, store, device=device)
-    save_bundle(model, out)
+    (save_onnx_bundle if onnx else save_bundle)(model, out)
     return trial

@@ -1,23 +1,32 @@
 """`python -m search predict`: class and probability per image from an exported model folder.
 
-Images are decoded exactly as the study decoded its own (search.data.dataset.decode_image_file), so a
-bundle scores files on disk the way its trial scored the study's images.
+Images are decoded exactly as the study decoded its own (search.data.decode.decode_image_file), so a
+bundle scores files on disk the way its trial scored the study's images. An ONNX bundle is scored by
+onnxruntime, and then nothing here imports torch: `python -m search.results.predict` runs without it.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
-from search.data.dataset import decode_image_file
+from search.data.decode import decode_image_file
 from search.data.sources import IMAGE_SUFFIXES
 from search.errors import UserError
-from search.kinds import TrainedModel
+from search.results.onnx_bundle import OnnxModel, is_onnx_bundle, load_onnx_bundle
+
+if TYPE_CHECKING:
+    from search.kinds import TrainedModel
+
+Model = Union[OnnxModel, "TrainedModel"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,25 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_files(model: TrainedModel, files: list[Path]) -> list[Prediction]:
+def load_model(path: Path) -> Model:
+    """An export folder's model: ONNX ones through onnxruntime, others through PyTorch (imported only then)."""
+    if is_onnx_bundle(path):
+        return load_onnx_bundle(path)
+    from search.results.bundles import load_bundle
+
+    return load_bundle(path)
+
+
+def probabilities(model: Model, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities of decoded uint8 images, by onnxruntime or by the PyTorch model."""
+    if isinstance(model, OnnxModel):
+        return model.predict_pixels(pixels)
+    import torch  # a PyTorch bundle: only now is torch needed
+
+    return model.predict_proba(torch.from_numpy(pixels))
+
+
+def predict_files(model: Model, files: list[Path]) -> list[Prediction]:
     """The most probable class per readable file; unreadable files are skipped with a warning."""
     predictions: list[Prediction] = []
     bad: list[str] = []
@@ -59,9 +86,8 @@ def predict_files(model: TrainedModel, files: list[Path]) -> list[Prediction]:
                 bad.append(f"{path}: {exc}")
         if not decoded:
             continue
-        images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
-        probabilities = model.predict_proba(images)
-        for (path, _), row in zip(decoded, probabilities, strict=True):
+        scores = probabilities(model, np.stack([pixels for _, pixels in decoded]))
+        for (path, _), row in zip(decoded, scores, strict=True):
             best = int(row.argmax())
             predictions.append(Prediction(path, model.class_names[best], float(row[best])))
     if bad:
@@ -71,9 +97,37 @@ def predict_files(model: TrainedModel, files: list[Path]) -> list[Prediction]:
     return predictions
 
 
+def tab_lines(predictions: list[Prediction]) -> str:
+    """`path<TAB>class<TAB>probability` per image: easy to read, sort, cut or paste into a sheet."""
+    return "".join(f"{p.path}\t{p.label}\t{p.probability:.4f}\n" for p in predictions)
+
+
 def write_csv(predictions: list[Prediction], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "class", "probability"])
         writer.writerows([str(p.path), p.label, f"{p.probability:.6f}"] for p in predictions)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m search.results.predict --model DIR IMAGES...`: an ONNX bundle's predictions without torch."""
+    parser = argparse.ArgumentParser(prog="python -m search.results.predict", description=main.__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
+    parser.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
+    parser.add_argument("--out", type=Path, default=None, help="write a CSV here instead of printing")
+    args = parser.parse_args(argv)
+    try:
+        predictions = predict_files(load_model(args.model), image_files(args.images))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.out:
+        write_csv(predictions, args.out)
+    else:
+        sys.stdout.write(tab_lines(predictions))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.results.compare import Compared, comparison_lines
+from search.results.costs import section_costs
 from search.results.html import to_html
 from search.results.reading import best_trial
 from search.results.text import format_pairs, markdown_table, percent
@@ -169,12 +170,15 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
             _num(t.user_attrs.get("val_macro_f1")),
             t.user_attrs.get("epochs_run", "-"),
             f"{t.user_attrs.get('seconds', 0.0):.1f}",
+            _num(round(t.user_attrs["latency_ms_b1"], 1)) if "latency_ms_b1" in t.user_attrs else "-",
             _param_text(t),
         )
         for rank, t in enumerate(done[:TOP_TRIALS], start=1)
     ]
     report.add(
-        *markdown_table(("rank", "trial", metric, "val acc", "val macro F1", "epochs", "seconds", "parameters"), rows)
+        *markdown_table(
+            ("rank", "trial", metric, "val acc", "val macro F1", "epochs", "seconds", "ms/image", "parameters"), rows
+        )
     )
 
 
@@ -374,6 +378,7 @@ def write_report(
         val_rows = read_per_class(per_class) if per_class else None
         _section_best(report, study, best, test, untested, val_rows)
         _section_top(report, study, completed_trials(study))
+        section_costs(report, completed_trials(study), work)
         importances, unimportant = param_importances(study)
         _section_groups(report, study, importances)
         _section_search(report, study, importances, unimportant, work)

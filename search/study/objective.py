@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,11 @@ from search.kinds import Prepared, StudyKind, kind_of_config
 from search.models.backbones import Backbone
 from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
+from search.study.costs import CostMeter
 from search.study.record import FAIL_REASON
 from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Resources:
     backbone: Backbone
     settings: TrainSettings
     artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
+    costs: CostMeter | None = None  # None: complete trials are not timed (unit tests)
 
 
 class TrialReporter:
@@ -82,6 +87,20 @@ def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> N
         trial.set_user_attr(key, value)
 
 
+def record_costs(
+    trial: optuna.Trial, config: object, result: TrialResult, resources: Resources, meter: CostMeter
+) -> None:
+    """Parameters, bytes and latency of the trial's model as user attributes (search.study.costs)."""
+    try:
+        parts = resources.kind.inference_parts(config, result.model, resources.prepared, resources.backbone)
+        costs = meter.measure(parts)
+    except Exception as exc:  # a model that cannot be timed is still a trained trial: keep it, say why
+        log.warning("trial %d: its model could not be timed (%s: %s)", trial.number, type(exc).__name__, exc)
+        return
+    for key, value in costs.items():
+        trial.set_user_attr(key, value)
+
+
 def make_objective(
     suggest: Callable[[optuna.trial.BaseTrial, Any], Any], context: Any, resources: Resources
 ) -> Callable[[optuna.Trial], float]:
@@ -101,6 +120,8 @@ def make_objective(
             trial.set_user_attr(FAIL_REASON, str(exc))
             raise
         record_result(trial, config, result)
+        if result.status is Status.COMPLETE and resources.costs is not None:
+            record_costs(trial, config, result, resources, resources.costs)
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
             save_if_best(trial, kind, config, result, resources.artifact_store, metric=settings.metric)

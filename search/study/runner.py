@@ -20,6 +20,7 @@ from search.errors import StudyAborted, UserError
 from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
 from search.models.backbones import Backbone
 from search.study.artifacts import open_artifact_store
+from search.study.costs import CostMeter
 from search.study.evaluation import finish_study
 from search.study.objective import Resources, TrialFailed, make_objective
 from search.study.record import (
@@ -291,6 +292,7 @@ def prepare(spec: StudySpec) -> PreparedStudy:
         backbone=opened.backbone,
         settings=settings,
         artifact_store=opened.store,
+        costs=CostMeter(resolved.image_size, settings.device),
     )
     return PreparedStudy(spec, resolved, study, opened.space, context, resources)
 

@@ -1,0 +1,68 @@
+"""What a complete trial's model costs to run, kept as its user attributes: parameters, bytes, latency.
+
+Latency is milliseconds per image at batch 1 and batch 64 on the study's device, the median of
+repeated timed runs after a warm-up. A trunk that trials share (the stages up to a cut, the taps of
+a layer set) is timed once per process and key; the trial's own head or pipeline is timed every
+time. So a features study of hundreds of trials pays for a few trunk timings, not one per trial.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable
+from functools import partial
+from typing import Any
+
+import torch
+
+from search.kinds.base import InferenceParts
+
+BATCHES = (1, 64)
+REPEATS = {1: 10, 64: 3}  # timed runs per batch size; batch 1 runs first, after one warm-up run
+ATTRS = ("params", "size_bytes", "latency_ms_b1", "latency_ms_b64")
+
+
+def median_ms(run: Callable[[], Any], repeats: int, device: torch.device, *, warm_up: bool = True) -> float:
+    """The median wall time of `run` in milliseconds, after a warm-up run (lazy init, caches, allocator)."""
+
+    def timed() -> float:
+        started = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) * 1000
+
+    if warm_up:
+        timed()
+    return statistics.median(timed() for _ in range(repeats))
+
+
+class CostMeter:
+    """Times trials' models on one device and image size; remembers shared trunks' timings."""
+
+    def __init__(self, image_size: int, device: torch.device) -> None:
+        self.image_size = image_size
+        self.device = device
+        self._trunk_ms: dict[tuple[Hashable, int], float] = {}
+
+    @torch.no_grad()
+    def measure(self, parts: InferenceParts) -> dict[str, float | int]:
+        """params, size_bytes and latency_ms_b1/_b64 (per image) of one trial's model."""
+        costs: dict[str, float | int] = {"params": parts.parameters, "size_bytes": parts.size_bytes}
+        trunk = parts.trunk.to(self.device).eval()
+        for batch in BATCHES:
+            images = torch.rand(batch, 3, self.image_size, self.image_size, device=self.device) * 2 - 1
+            known = None if parts.trunk_key is None else self._trunk_ms.get((parts.trunk_key, batch))
+            warm_up = batch == BATCHES[0]  # the first batch size warms the model up for the others
+            trunk_ms = (
+                known
+                if known is not None
+                else median_ms(partial(trunk, images), REPEATS[batch], self.device, warm_up=warm_up)
+            )
+            if parts.trunk_key is not None:
+                self._trunk_ms[(parts.trunk_key, batch)] = trunk_ms
+            output = trunk(images)
+            head_ms = median_ms(partial(parts.head, output), REPEATS[batch], self.device)
+            costs[f"latency_ms_b{batch}"] = round((trunk_ms + head_ms) / batch, 3)
+        return costs

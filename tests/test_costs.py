@@ -1,0 +1,108 @@
+"""What trials' models cost to run: measured once per shared trunk, kept per trial, shown against accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, create_trial
+from torch import nn
+
+from search.kinds.base import InferenceParts
+from search.results.costs import pareto_front, section_costs, timed
+from search.study.costs import ATTRS, CostMeter
+from search.study.record import completed_trials
+from tests.results_study import finished_study
+
+CPU = torch.device("cpu")
+
+
+class Counting(nn.Module):
+    """A trunk that counts its calls: the meter must time a shared trunk once per key and batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(images).mean((2, 3))
+
+
+def parts(trunk: nn.Module, key: object) -> InferenceParts:
+    return InferenceParts(trunk, key, lambda x: x.softmax(1), parameters=112, size_bytes=448)
+
+
+def test_a_shared_trunk_is_timed_once_and_every_trial_gets_its_figures() -> None:
+    meter = CostMeter(16, CPU)
+    trunk = Counting()
+    first = meter.measure(parts(trunk, "cut"))
+    calls = trunk.calls
+    second = meter.measure(parts(trunk, "cut"))
+    assert set(first) == set(second) == set(ATTRS)
+    assert first["params"] == 112 and first["size_bytes"] == 448
+    assert first["latency_ms_b1"] > 0 and first["latency_ms_b64"] > 0
+    assert trunk.calls - calls == 2, "the second trial ran the trunk only to feed its head, once per batch size"
+    own = Counting()
+    meter.measure(parts(own, None))
+    assert own.calls == calls, "a trunk of the trial's own is timed every time"
+
+
+def trial(number: int, accuracy: float, latency: float) -> FrozenTrial:
+    made = create_trial(
+        params={"x": 0.0},
+        distributions={"x": FloatDistribution(0, 1)},
+        value=1 - accuracy,
+        user_attrs={"val_accuracy": accuracy, "latency_ms_b1": latency},
+    )
+    made.number = number
+    return made
+
+
+def test_the_pareto_front_keeps_only_trials_nothing_beats_on_both() -> None:
+    trials = [
+        trial(0, 0.90, 40.0),
+        trial(1, 0.80, 4.0),
+        trial(2, 0.85, 50.0),  # slower and less accurate than 0
+        trial(3, 0.90, 45.0),  # as accurate as 0, slower
+        trial(4, 0.95, 90.0),
+        trial(5, 0.80, 5.0),  # as accurate as 1, slower
+    ]
+    assert [t.number for t in pareto_front(trials)] == [1, 0, 4]
+
+
+def test_trials_without_figures_are_left_out() -> None:
+    old = create_trial(params={}, distributions={}, value=0.5, user_attrs={"val_accuracy": 0.9})
+    assert timed([old, trial(1, 0.8, 3.0)])[0].number == 1
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.figures: list[Path | None] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines += lines
+
+    def figure(self, path: Path | None, caption: str, *, missing: str) -> None:
+        self.figures.append(path)
+
+
+@pytest.mark.parametrize("space", ["features", "finetune"])
+def test_a_studys_complete_trials_carry_their_costs_and_the_report_plots_them(
+    space: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    study: optuna.Study = finished_study(tmp_path_factory, space).load()
+    done = completed_trials(study)
+    for finished in done:
+        assert set(ATTRS) <= set(finished.user_attrs), finished.user_attrs.keys()
+        assert finished.user_attrs["latency_ms_b1"] > 0 and finished.user_attrs["params"] > 1000
+    report = Lines()
+    section_costs(report, done, tmp_path)
+    assert "## Cost to run" in report.lines
+    assert any("Pareto front" in line for line in report.lines)
+    assert report.figures and report.figures[0] is not None and report.figures[0].stat().st_size > 1000
