@@ -46,23 +46,26 @@ class CostMeter:
         self.device = device
         self._trunk_ms: dict[tuple[Hashable, int], float] = {}
 
+    def _images(self, batch: int) -> torch.Tensor:
+        """Standardised random pixels: the cost of a network does not depend on what the images show."""
+        return torch.rand(batch, 3, self.image_size, self.image_size, device=self.device) * 2 - 1
+
     @torch.no_grad()
     def measure(self, parts: InferenceParts) -> dict[str, float | int]:
         """params, size_bytes and latency_ms_b1/_b64 (per image) of one trial's model."""
         costs: dict[str, float | int] = {"params": parts.parameters, "size_bytes": parts.size_bytes}
         trunk = parts.trunk.to(self.device).eval()
+        # The head's input, from one image: a batch repeats it, since a head's cost hardly depends on the values.
+        single = trunk(self._images(1))
         for batch in BATCHES:
-            images = torch.rand(batch, 3, self.image_size, self.image_size, device=self.device) * 2 - 1
-            known = None if parts.trunk_key is None else self._trunk_ms.get((parts.trunk_key, batch))
-            warm_up = batch == BATCHES[0]  # the first batch size warms the model up for the others
-            trunk_ms = (
-                known
-                if known is not None
-                else median_ms(partial(trunk, images), REPEATS[batch], self.device, warm_up=warm_up)
-            )
-            if parts.trunk_key is not None:
-                self._trunk_ms[(parts.trunk_key, batch)] = trunk_ms
-            output = trunk(images)
-            head_ms = median_ms(partial(parts.head, output), REPEATS[batch], self.device)
+            key = (parts.trunk_key, batch)
+            trunk_ms = self._trunk_ms.get(key) if parts.trunk_key is not None else None
+            if trunk_ms is None:
+                warm_up = batch == BATCHES[0]  # the first batch size warms the model up for the others
+                trunk_ms = median_ms(partial(trunk, self._images(batch)), REPEATS[batch], self.device, warm_up=warm_up)
+                if parts.trunk_key is not None:
+                    self._trunk_ms[key] = trunk_ms
+            head_input = single.repeat(batch, *([1] * (single.dim() - 1)))
+            head_ms = median_ms(partial(parts.head, head_input), REPEATS[batch], self.device)
             costs[f"latency_ms_b{batch}"] = round((trunk_ms + head_ms) / batch, 3)
         return costs
