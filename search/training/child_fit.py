@@ -34,7 +34,9 @@ def in_child(stages: Callable[[], Iterator[T]]) -> Generator[T, None, None]:
         return
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_serve, args=(stages, send), daemon=True, name="classical-fit")
+    # Not a daemon: joblib runs a daemon's loops on one core (a forest's trees, SGD's classes). The child
+    # cannot outlive the fit: it is killed below on every way out, and on Linux when this process dies.
+    child = context.Process(target=_serve, args=(stages, send), daemon=False, name="classical-fit")
     with warnings.catch_warnings():  # only the child's own fit runs after the fork: no lock of ours is taken there
         warnings.simplefilter("ignore", DeprecationWarning)
         child.start()
