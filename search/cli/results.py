@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import optuna
 from rich.console import Console
@@ -19,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.cli.console import configure_logging
 from search.errors import UserError
 from search.results.dashboard import DEFAULT_PORT
+from search.results.predict import add_arguments as add_predict_arguments
 from search.results.reading import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
 from search.study.spec import DEVICES_HELP
 from search.study.storage import mask_password, storage_error_line
@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     predict = command("predict", "class and probability per image, from a folder written by export")
-    predict.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
-    predict.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
-    predict.add_argument("--out", type=Path, default=None, help="write a CSV here instead of printing")
+    add_predict_arguments(predict)
 
     for sub in (report, dashboard, export):
         default = DEFAULT_ARTIFACT_DIR if sub is dashboard else None
@@ -134,22 +132,10 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _predict(args: argparse.Namespace, console: Console) -> int:
-    from search.results.onnx_bundle import is_onnx_bundle, load_onnx_bundle
-    from search.results.predict import image_files, predict_files, tab_lines, write_csv
+    from search.results.predict import image_files, load_model, predict_files, write_predictions
 
-    if is_onnx_bundle(args.model):
-        model: Any = load_onnx_bundle(args.model)
-    else:
-        from search.results.bundles import load_bundle
-        from search.training.core import resolve_device
-
-        model = load_bundle(args.model, device=resolve_device(args.device))
-    predictions = predict_files(model, image_files(args.images))
-    if args.out is not None:
-        write_csv(predictions, args.out)
-        console.print(f"wrote {len(predictions)} predictions to {args.out}", highlight=False)
-    else:
-        sys.stdout.write(tab_lines(predictions))
+    predictions = predict_files(load_model(args.model, device=args.device), image_files(args.images))
+    write_predictions(predictions, args.out, console)
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
+from rich.console import Console
 
 from search.data.decode import decode_image_file
 from search.data.sources import IMAGE_SUFFIXES
@@ -55,13 +56,14 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_model(path: Path) -> Model:
+def load_model(path: Path, *, device: str = "auto") -> Model:
     """An export folder's model: ONNX ones through onnxruntime, others through PyTorch (imported only then)."""
     if is_onnx_bundle(path):
         return load_onnx_bundle(path)
     from search.results.bundles import load_bundle
+    from search.training.core import resolve_device
 
-    return load_bundle(path)
+    return load_bundle(path, device=resolve_device(device))
 
 
 def probabilities(model: Model, pixels: np.ndarray) -> np.ndarray:
@@ -110,22 +112,33 @@ def write_csv(predictions: list[Prediction], out: Path) -> None:
         writer.writerows([str(p.path), p.label, f"{p.probability:.6f}"] for p in predictions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m search.results.predict --model DIR IMAGES...`: an ONNX bundle's predictions without torch."""
-    parser = argparse.ArgumentParser(prog="python -m search.results.predict", description=main.__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """predict's arguments, for `python -m search predict` and `python -m search.results.predict` alike."""
     parser.add_argument("--model", type=Path, required=True, help="a folder written by `python -m search export`")
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
     parser.add_argument("--out", type=Path, default=None, help="write a CSV here instead of printing")
+
+
+def write_predictions(predictions: list[Prediction], out: Path | None, console: Console) -> None:
+    """A CSV at `out` (said on the console), or tab-separated lines on stdout."""
+    if out is not None:
+        write_csv(predictions, out)
+        console.print(f"wrote {len(predictions)} predictions to {out}", highlight=False)
+    else:
+        sys.stdout.write(tab_lines(predictions))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m search.results.predict --model DIR IMAGES...`: an ONNX bundle's predictions without torch."""
+    parser = argparse.ArgumentParser(prog="python -m search.results.predict", description=main.__doc__)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         predictions = predict_files(load_model(args.model), image_files(args.images))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
         return exc.exit_code
-    if args.out:
-        write_csv(predictions, args.out)
-    else:
-        sys.stdout.write(tab_lines(predictions))
+    write_predictions(predictions, args.out, Console())
     return 0
 
 
