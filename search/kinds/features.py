@@ -32,7 +32,7 @@ from search.models.backbones import Backbone, create_backbone, load_tensors
 from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
-from search.training.features import select_features, train_features
+from search.training.features import pooled_columns, select_features, train_features
 from search.training.pipeline_files import (
     SKOPS_SUFFIX,
     dump_pipeline,
@@ -84,11 +84,7 @@ class PooledLayers(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs = self.tapped(images)
-        blocks = []
-        for layer, pooling in self.choices:
-            pooled = pool(outputs[layer])  # [N, 2, C]: average, max
-            blocks.append(pooled.flatten(1) if pooling == "both" else pooled[:, 0 if pooling == "avg" else 1])
-        return torch.cat(blocks, dim=1)
+        return torch.cat([pooled_columns(pool(outputs[layer]), pooling) for layer, pooling in self.choices], dim=1)
 
 
 def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: KindInputs) -> Prepared:

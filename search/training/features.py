@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -40,16 +41,21 @@ SGD_EPOCHS = 30  # passes over the training items at most (it stops earlier once
 TRAIN_SCORE_ITEMS = (
     256  # training loss/accuracy (curves only) on a fixed sample: predicting every item costs more than the fit
 )
+PooledT = TypeVar("PooledT", np.ndarray, torch.Tensor)
 LayerFeatures = Callable[[str], np.ndarray]  # layer -> float32 [items, 2, C] (average, max pool)
 
 
 def select_features(config: FeaturesConfig, features: LayerFeatures) -> np.ndarray:
     """The chosen layers' pooled vectors side by side: what the fitted pipeline takes as input."""
-    blocks = []
-    for layer, pooling in zip(config.layers, config.pooling, strict=True):
-        pooled = features(layer)
-        blocks.append(pooled.reshape(len(pooled), -1) if pooling == "both" else pooled[:, 0 if pooling == "avg" else 1])
+    blocks = [
+        pooled_columns(features(layer), pooling) for layer, pooling in zip(config.layers, config.pooling, strict=True)
+    ]
     return np.concatenate(blocks, axis=1)
+
+
+def pooled_columns(pooled: PooledT, pooling: str) -> PooledT:
+    """One layer's columns of the pipeline's input from its [N, 2, C] pools (numpy, or torch in an exported graph)."""
+    return pooled.reshape(pooled.shape[0], -1) if pooling == "both" else pooled[:, 0 if pooling == "avg" else 1]
 
 
 def layer_widths(config: FeaturesConfig, features: LayerFeatures) -> list[int]:
