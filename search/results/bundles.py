@@ -15,10 +15,9 @@ import torch
 
 from search.errors import UserError
 from search.kinds import TrainedModel, get_kind
-from search.results.onnx_bundle import ONNX_FILE, onnx_record
+from search.results.onnx_bundle import BUNDLE_FILE, ONNX_FILE, onnx_record
 
 BUNDLE_FORMAT = "transfer-search-model/1"
-BUNDLE_FILE = "bundle.json"
 CPU = torch.device("cpu")
 
 

@@ -18,7 +18,7 @@ from search.errors import UserError
 
 ONNX_FORMAT = "transfer-search-onnx/1"
 ONNX_FILE = "model.onnx"
-BUNDLE_FILE = "bundle.json"
+BUNDLE_FILE = "bundle.json"  # beside every exported model, ONNX or not (search.results.bundles)
 INPUT = "images"  # uint8 [N, 3, S, S], decoded as search.data.decode does
 PROBABILITIES = "probabilities"
 BATCH = 64
