@@ -30,6 +30,7 @@ from search.training.finetune import trained_span
 from spaces import get_space
 from spaces._optimizers import SGD_MOMENTUM
 from spaces.scratch import FIRST_CHANNELS, MAX_CHANNELS, users_cnn
+from tests.results_study import FinishedStudy
 
 CPU_CTX = SpaceContext(
     backbone="scratch",
@@ -42,43 +43,29 @@ CPU_CTX = SpaceContext(
 )
 CUDA_CTX = dataclasses.replace(CPU_CTX, device="cuda")
 COMMON: dict[str, Any] = {"dropout": 0.3, "opt_weight_decay": 1e-4, "batch_size": 64, "augment": "none"}
+WIDEST: dict[str, Any] = COMMON | {  # the most maps the space can ask for
+    "blocks": 4,
+    "convs_per_block": 2,
+    "kernel_size": 3,
+    "channels_first": 64,
+    "channels_growth": "double",
+    "batchnorm": True,
+    "pool": "max",
+    "head_pool": "flatten",
+    "fc_layers": 2,
+    "fc_width": 256,
+    "opt_name": "sgd",
+    "opt_sgd_lr": 0.05,
+}
 # (params, context, the channels per block they must give)
 CASES: list[tuple[dict[str, Any], SpaceContext, tuple[int, ...]]] = [
     (  # the widest a CPU allows: doubling stops at its 128-map cap
-        COMMON
-        | {
-            "blocks": 4,
-            "convs_per_block": 2,
-            "kernel_size": 3,
-            "channels_first": 64,
-            "channels_growth": "double",
-            "batchnorm": True,
-            "pool": "max",
-            "head_pool": "flatten",
-            "fc_layers": 2,
-            "fc_width": 256,
-            "opt_name": "sgd",
-            "opt_sgd_lr": 0.05,
-        },
+        WIDEST,
         CPU_CTX,
         (64, 128, 128, 128),
     ),
     (  # the same on a GPU doubles up to 256
-        COMMON
-        | {
-            "blocks": 4,
-            "convs_per_block": 2,
-            "kernel_size": 3,
-            "channels_first": 64,
-            "channels_growth": "double",
-            "batchnorm": True,
-            "pool": "max",
-            "head_pool": "flatten",
-            "fc_layers": 2,
-            "fc_width": 256,
-            "opt_name": "sgd",
-            "opt_sgd_lr": 0.05,
-        },
+        WIDEST,
         CUDA_CTX,
         (64, 128, 256, 256),
     ),
@@ -227,30 +214,13 @@ def test_the_users_cnn_is_the_first_trial_and_a_valid_one(ctx: SpaceContext, bat
     assert (config.optimizer, config.lr, config.batch_size) == ("adam", 1e-3, batch_size)
 
 
-@dataclasses.dataclass(frozen=True)
-class ScratchStudy:
-    name: str
-    folder: Path
-
-    @property
-    def storage(self) -> str:
-        return f"sqlite:///{self.folder / 'optuna.db'}"
-
-    @property
-    def artifact_dir(self) -> Path:
-        return self.folder / "artifacts"
-
-    def load(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.name, storage=self.storage)
-
-
 @pytest.fixture(scope="module")
-def scratch_study(tmp_path_factory: pytest.TempPathFactory) -> ScratchStudy:
+def scratch_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
     """One real scratch study on all the digits: its enqueued first trial, the users' CNN, for two epochs.
 
     One trial, not two: a second, sampled trial costs up to 100 s on 2 CPU cores, the first about 15-30 s.
     """
-    study = ScratchStudy("scratch-digits", tmp_path_factory.mktemp("scratch"))
+    study = FinishedStudy(name="scratch-digits", folder=tmp_path_factory.mktemp("scratch"))
     args = ["--space", "scratch", "--data", "digits", "--trials", "1", "--max-epochs", "2", "--patience", "1"]
     args += ["--metric", "val_accuracy", "--seed", "0", "--study-name", study.name, "--storage", study.storage]
     args += ["--artifact-dir", str(study.artifact_dir), "--cache-dir", str(study.folder / "cache")]
@@ -258,7 +228,7 @@ def scratch_study(tmp_path_factory: pytest.TempPathFactory) -> ScratchStudy:
     return study
 
 
-def test_a_scratch_study_learns_the_digits(scratch_study: ScratchStudy) -> None:
+def test_a_scratch_study_learns_the_digits(scratch_study: FinishedStudy) -> None:
     study = scratch_study.load()
     record = read_record(optuna.storages.RDBStorage(scratch_study.storage), study.study_name)
     assert record is not None and record.resolved is not None
@@ -273,7 +243,7 @@ def test_a_scratch_study_learns_the_digits(scratch_study: ScratchStudy) -> None:
 
 
 def test_export_and_predict_reproduce_the_validation_predictions(
-    scratch_study: ScratchStudy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scratch_study: FinishedStudy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     study = scratch_study.load()
     best = study.best_trial
