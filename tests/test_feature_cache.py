@@ -50,7 +50,7 @@ def _cache(root: Path, source: ImageSource, backbone: Backbone) -> tuple[Feature
 
 
 def _fill(cache: FeatureCache, source: ImageSource) -> np.ndarray:
-    return cache.ensure(lambda: decoded_batches(source, image_size=SIZE, batch_size=10))
+    return cache.ensure(lambda: decoded_batches(source, image_size=SIZE, cache_dir=cache.folder.parent, batch_size=10))
 
 
 def test_miss_extracts_every_layer_once_then_hits_without_the_backbone(
@@ -131,7 +131,7 @@ FILL_SCRIPT = textwrap.dedent(
     extractor = FeatureExtractor(backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=torch.device("cpu"))
     key = FeatureKey(backbone.name, backbone.weights, 32, source.fingerprint(), len(source), backbone.mean, backbone.std)
     cache = FeatureCache(Path(sys.argv[2]), key, extractor)
-    cache.ensure(lambda: decoded_batches(source, image_size=32, batch_size=4))
+    cache.ensure(lambda: decoded_batches(source, image_size=32, cache_dir=Path(sys.argv[2]), batch_size=4))
     print("extractions", cache.extractions, flush=True)
     """
 )
@@ -154,8 +154,10 @@ def test_two_processes_filling_one_cache_end_with_one_valid_set(tmp_path: Path, 
     assert [w.returncode for w in workers] == [0, 0], [err for _, err in outputs]
     extractions = sorted(int(out.split()[-1]) for out, _ in outputs)
     assert extractions == [0, 1]  # one filled it under the lock; the other waited and read
-    (folder_made,) = cache_dir.iterdir()
-    assert not list(folder_made.glob(".*.tmp*")), "temporary files left behind"
+    (decoded_made,) = (cache_dir / "decoded").iterdir()  # the images were decoded once too, for both
+    (folder_made,) = [p for p in cache_dir.iterdir() if p.name != "decoded"]
+    for made in (decoded_made, folder_made):
+        assert not list(made.glob(".*.tmp*")), "temporary files left behind"
     source = open_source(str(folder), root=folder)
     reader, extractor = _cache(cache_dir, source, backbone)
     _fill(reader, source)

@@ -10,6 +10,7 @@ from tests.helpers import ROOT
 # Lowest first. spaces/ sits beside the kinds: spaces propose configs for them, the study layer runs both.
 LAYERS = {
     "search.errors": 0,
+    "search.progress": 0,  # progress bars for the long steps, from any layer
     "search._lazy": 0,  # the packages' lazy exports: every layer's __init__ may use it
     "search.data": 1,
     "search.models": 2,

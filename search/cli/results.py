@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+import rich
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -144,7 +145,7 @@ COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "pred
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = rich.get_console()  # the one progress bars outside the trials draw on too
     errors = Console(stderr=True, soft_wrap=True)
     configure_logging(errors, args.verbose)  # logs on stderr: predict's stdout stays machine-readable
     try:

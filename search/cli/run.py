@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 import optuna
+import rich
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -141,7 +142,7 @@ def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved."""
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = rich.get_console()  # the one progress bars outside the trials draw on too
     errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
     configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)

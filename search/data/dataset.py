@@ -1,7 +1,8 @@
 """The decoded, split dataset every trial of a study trains on.
 
-Images are decoded once per process into one uint8 tensor at the study's image size (resize the
-shorter side, centre crop), so trials never touch files. The split is stratified and seeded, and it
+Images are decoded once, into the on-disk decoded-image cache, at the study's image size (resize the
+shorter side, centre crop), and held as one uint8 tensor (memory-mapped when they exceed the memory
+budget), so trials never touch image files. The split is stratified and seeded, and it
 is stored on the study so that a resumed run or another worker trains on exactly the same split.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from search.data.decode import decode_image
+from search.data.pixel_cache import cached_images, decode_all
 from search.data.sources import TEST, TRAIN, UNASSIGNED, VAL, ImageSource
 from search.errors import UserError
 
@@ -24,8 +25,7 @@ log = logging.getLogger(__name__)
 SPLIT_CODES = "tvs"  # train, val, test: one character per item in the stored split
 VAL_FRACTION = 0.15  # enough validation images to rank trials, most left to train on
 TEST_FRACTION = 0.15  # held out for the best configuration only
-MAX_BAD_FRACTION = 0.5  # beyond this many unreadable images the folder is wrong, not a few files
-MEMORY_BUDGET_BYTES = 8 * 2**30  # decoded images live in memory; above this, ask for a smaller size
+MEMORY_BUDGET_BYTES = 8 * 2**30  # decoded images held in memory up to this; above it they are read from disk
 
 
 @dataclass(frozen=True)
@@ -70,41 +70,19 @@ class Dataset:
         return replace(self, split=np.asarray([SPLIT_CODES.index(c) for c in encoded], dtype=np.int8))
 
 
-def _decode(source: ImageSource, index: int, size: int) -> np.ndarray | str:
-    """The item as a CHW uint8 array, or the reason it could not be read."""
-    try:
-        with source.decode(index) as image:
-            return decode_image(image, size)
-    except Exception as exc:
-        return f"{source.keys[index]}: {exc}"
-
-
 def decoded_batches(
-    source: ImageSource, *, image_size: int, batch_size: int = 256, threads: int = 4
+    source: ImageSource, *, image_size: int, cache_dir: Path, batch_size: int = 256
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
-    """Decode the items in order, a batch at a time: (indices of the readable ones, their images, reasons for the rest).
+    """The readable items a batch at a time, from the decoded-image cache (filled first when absent).
 
-    Only one batch is in memory at once, so a features study can stream a folder of any size.
+    Yields (source indices of the batch, their images, the reasons other items were unreadable: with the
+    first batch only). Only one batch is in memory at once, so a folder of any size streams.
     """
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for start in range(0, len(source), batch_size):
-            indices = range(start, min(start + batch_size, len(source)))
-            decoded = list(pool.map(lambda i: _decode(source, i, image_size), indices))
-            good = [i for i, d in zip(indices, decoded, strict=True) if not isinstance(d, str)]
-            arrays = [d for d in decoded if not isinstance(d, str)]
-            images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, image_size, image_size)
-            yield np.asarray(good, dtype=np.int64), images.to(torch.uint8), [d for d in decoded if isinstance(d, str)]
-
-
-def check_readable(source: ImageSource, readable: int, bad: list[str]) -> None:
-    """Warn about skipped files; refuse a set that is mostly unreadable (the wrong folder, not a few files)."""
-    total = readable + len(bad)
-    if len(bad) > MAX_BAD_FRACTION * total:
-        raise UserError(
-            f"{len(bad)} of {total} images in {source.name} could not be read (e.g. {bad[0]}); fix or remove them"
-        )
-    if bad:
-        log.warning("skipped %d unreadable images of %d (e.g. %s)", len(bad), total, bad[0])
+    decoded = cached_images(source, image_size=image_size, root=cache_dir)
+    positions = np.flatnonzero(decoded.good)
+    for start in range(0, len(positions), batch_size):
+        images = torch.from_numpy(np.ascontiguousarray(decoded.images[start : start + batch_size]))
+        yield positions[start : start + batch_size], images, decoded.unreadable if start == 0 else []
 
 
 def dataset_of(source: ImageSource, good: np.ndarray, images: torch.Tensor | None, *, image_size: int) -> Dataset:
@@ -136,23 +114,36 @@ def warn_ignored(source: ImageSource) -> None:
         )
 
 
-def decode_source(source: ImageSource, *, image_size: int, threads: int = 4) -> Dataset:
-    """Decode every image once into memory; skip unreadable ones with a warning."""
+def decode_source(source: ImageSource, *, image_size: int, cache_dir: Path | None = None) -> Dataset:
+    """Every readable image decoded, unreadable ones skipped with a warning.
+
+    With `cache_dir`, through the on-disk decoded-image cache: held in memory when they fit
+    MEMORY_BUDGET_BYTES, read from the memory-mapped file a batch at a time when they do not. Without
+    one (benchmarks, tests), decoded into memory, and refused above the budget.
+    """
+    warn_ignored(source)
+    if cache_dir is not None:
+        decoded = cached_images(source, image_size=image_size, root=cache_dir)
+        if decoded.images.nbytes <= MEMORY_BUDGET_BYTES:
+            images = torch.from_numpy(np.array(decoded.images))
+        else:
+            log.info(
+                "%.1f GiB of decoded images exceed the %d GiB memory budget: training reads them from %s",
+                decoded.images.nbytes / 2**30,
+                MEMORY_BUDGET_BYTES // 2**30,
+                cache_dir,
+            )
+            images = torch.from_numpy(decoded.images)
+        return dataset_of(source, decoded.good, images, image_size=image_size)
     needed = len(source) * 3 * image_size * image_size
     if needed > MEMORY_BUDGET_BYTES:
         raise UserError(
             f"{len(source)} images at {image_size}px need {needed / 2**30:.1f} GiB in memory; "
-            "pass a smaller --image-size (or use --space features, which streams them)"
+            "pass a smaller --image-size"
         )
-    warn_ignored(source)
-    good = np.zeros(len(source), dtype=bool)
-    chunks, bad = [], []
-    for indices, images, reasons in decoded_batches(source, image_size=image_size, threads=threads):
-        good[indices] = True
-        chunks.append(images)
-        bad += reasons
-    check_readable(source, int(good.sum()), bad)
-    return dataset_of(source, good, torch.cat(chunks), image_size=image_size)
+    everything = np.zeros((len(source), 3, image_size, image_size), dtype=np.uint8)
+    good, _ = decode_all(source, image_size, everything)
+    return dataset_of(source, good, torch.from_numpy(everything[good]), image_size=image_size)
 
 
 def stratified_split(

@@ -2,22 +2,15 @@
 
 One folder per (backbone, weights, pixel normalisation, image size, data fingerprint) holds one file per tapped layer,
 float32 [items, 2, channels]: the global average and the global max pool of that layer's output for
-every item of the data, in order, beside a record of which items could be decoded. Files are written
-under a temporary name and renamed into place while holding a file lock, and each file's checksum is
-kept beside it, so a truncated or foreign file is rebuilt, never silently used. Features do not
-depend on the split, so one file serves every split and every study of the same data.
+every item of the data, in order, beside a record of which items could be decoded, all shared the way
+search.data.shared_files shares files. Features do not depend on the split, so one file serves every
+split and every study of the same data.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
-import os
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +20,9 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from search.data.pixels import normalize_pixels
+from search.data.shared_files import folder_name, key_record, locked, publish, read_vouched, temporary
 from search.errors import UserError
+from search.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +43,10 @@ class FeatureKey:
     std: tuple[float, ...]
 
     def record(self) -> dict[str, object]:
-        """The key as it reads back from JSON (tuples as lists), so a stored key compares equal to its own."""
-        return dict(json.loads(json.dumps(asdict(self))))
+        return key_record(asdict(self))
 
     def folder_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
-        return f"{self.backbone}-{self.image_size}px-{digest}"
+        return folder_name(f"{self.backbone}-{self.image_size}px", self.record())
 
 
 class FeatureExtractor:
@@ -100,25 +93,6 @@ def pool(output: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat.mean(2), flat.amax(2)], dim=1)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on this machine: one fills the cache, the others wait, then read."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class FeatureCache:
     """Per-layer pooled features of one dataset, read from disk or extracted in one streamed pass."""
 
@@ -134,14 +108,8 @@ class FeatureCache:
     def ensure(self, batches: Batches, layers: tuple[str, ...] | None = None) -> np.ndarray:
         """Make every layer's file valid (extracting the missing ones together); return the decoded-items mask."""
         layers = layers or self.extractor.layers
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(
-                f"cannot create the feature cache {self.folder}: {exc.strerror}; pass --cache-dir"
-            ) from None
-        with _locked(self.folder / ".lock"):
-            items = self._read(ITEMS_FILE, shape=(self.key.items,))
+        with locked(self.folder, "feature cache"):
+            items = self._read(ITEMS_FILE)
             for layer in layers if items is not None else ():
                 found = self._read(f"{layer}.npy")
                 if found is not None:
@@ -171,59 +139,36 @@ class FeatureCache:
     def _extract(self, batches: Batches, layers: tuple[str, ...]) -> np.ndarray:
         log.info("extracting %s features of %d images (%s)", self.key.backbone, self.key.items, ", ".join(layers))
         self.extractions += 1
-        tokens = {layer: f".{layer}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy" for layer in layers}
+        tokens = {layer: temporary(self.folder, f"{layer}.npy") for layer in layers}
         outputs: dict[str, np.memmap] = {}  # written batch by batch: memory stays one batch deep
         good = np.zeros(self.key.items, dtype=bool)
         try:
-            for indices, images, _ in batches():
-                if not len(indices):
-                    continue
-                for layer, values in self.extractor(images, layers).items():
-                    if layer not in outputs:
-                        outputs[layer] = np.lib.format.open_memmap(
-                            self.folder / tokens[layer],
-                            mode="w+",
-                            dtype=np.float32,
-                            shape=(self.key.items, *values.shape[1:]),
-                        )
-                    outputs[layer][indices] = values
-                good[indices] = True
+            with progress_bar(f"extracting {self.key.backbone} features", self.key.items) as advance:
+                for indices, images, _ in batches():
+                    for layer, values in self.extractor(images, layers).items():
+                        if layer not in outputs:
+                            outputs[layer] = np.lib.format.open_memmap(
+                                tokens[layer],
+                                mode="w+",
+                                dtype=np.float32,
+                                shape=(self.key.items, *values.shape[1:]),
+                            )
+                        outputs[layer][indices] = values
+                    good[indices] = True
+                    advance(len(indices))
             if not good.any():
                 raise UserError(f"no image of the data could be decoded for {self.folder}")
             for layer in layers:
                 outputs[layer].flush()
                 del outputs[layer]
-                self._publish(self.folder / tokens[layer], f"{layer}.npy")
-            items_token = self.folder / f".items.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"
+                publish(tokens[layer], self.folder / f"{layer}.npy", self.key.record())
+            items_token = temporary(self.folder, ITEMS_FILE)
             np.save(items_token, good)
-            self._publish(items_token, ITEMS_FILE)
+            publish(items_token, self.folder / ITEMS_FILE, self.key.record())
         finally:
             for token in tokens.values():
-                (self.folder / token).unlink(missing_ok=True)
+                token.unlink(missing_ok=True)
         return good
 
-    def _publish(self, written: Path, name: str) -> None:
-        """Rename into place, then record the checksum that vouches for it (written the same way)."""
-        record = {"key": self.key.record(), "sha256": _sha256(written)}
-        target = self.folder / name
-        os.replace(written, target)
-        record_token = self.folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp.json"
-        record_token.write_text(json.dumps(record))
-        os.replace(record_token, target.with_suffix(".json"))
-
-    def _read(self, name: str, *, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-        """The file when its record vouches for it (same key, same checksum); None, with a warning, otherwise."""
-        path = self.folder / name
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.with_suffix(".json").read_text())
-            if record.get("key") != self.key.record() or record.get("sha256") != _sha256(path):
-                raise ValueError("checksum or key does not match")
-            array = np.load(path, mmap_mode="r")
-            if array.shape[0] != self.key.items or (shape is not None and array.shape != shape):
-                raise ValueError(f"shape {array.shape}")
-        except (OSError, ValueError) as exc:
-            log.warning("rebuilding feature cache file %s: %s", path, exc)
-            return None
-        return np.asarray(array)
+    def _read(self, name: str) -> np.ndarray | None:
+        return read_vouched(self.folder / name, self.key.record(), rows=self.key.items)

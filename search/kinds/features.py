@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search.data.dataset import check_readable, dataset_of, decoded_batches, warn_ignored
+from search.data.dataset import dataset_of, decoded_batches, warn_ignored
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey, pool
 from search.data.sources import ImageSource
 from search.errors import UserError
@@ -100,17 +99,10 @@ def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: Ki
     )
     cache = FeatureCache(inputs.cache_dir, key, extractor)
     warn_ignored(source)
-    bad: list[str] = []
-
-    def batches() -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
-        for indices, images, reasons in decoded_batches(source, image_size=key.image_size, batch_size=EXTRACT_BATCH):
-            bad.extend(reasons)
-            yield indices, images, reasons
-
-    good = cache.ensure(batches)
-    if cache.extractions:
-        check_readable(source, int(good.sum()), bad)
-    elif not good.all():
+    good = cache.ensure(
+        lambda: decoded_batches(source, image_size=key.image_size, cache_dir=inputs.cache_dir, batch_size=EXTRACT_BATCH)
+    )
+    if not cache.extractions and not good.all():
         log.warning("skipping %d images that could not be read when their features were cached", int((~good).sum()))
     data = dataset_of(source, good, None, image_size=key.image_size)
     return Prepared(data=data, shared=cache, feature_layers=extractor.layers)

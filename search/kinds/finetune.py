@@ -162,7 +162,7 @@ class FinetuneKind(NetworkKind):
         return (backbone.name, config.cut)  # the stages up to the cut; unfreezing changes weights, not cost
 
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
-        data = decode_source(source, image_size=inputs.image_size)
+        data = decode_source(source, image_size=inputs.image_size, cache_dir=inputs.cache_dir)
         return Prepared(data=data, shared=FrozenPrefixCache(inputs.backbone, data, inputs.device))
 
     def train(

@@ -64,7 +64,9 @@ class ScratchKind(NetworkKind):
         return min(largest, max(MIN_IMAGE_SIZE, -(-native // 32) * 32))
 
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
-        return Prepared(data=decode_source(source, image_size=inputs.image_size), shared=None)
+        return Prepared(
+            data=decode_source(source, image_size=inputs.image_size, cache_dir=inputs.cache_dir), shared=None
+        )
 
     def train(
         self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings

@@ -20,23 +20,28 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from search.data.dataset import SPLIT_CODES, dataset_of, decoded_batches
+from search.data.dataset import SPLIT_CODES, dataset_of
+from search.data.pixel_cache import cached_images
 from search.data.sources import TEST, open_source
 from search.errors import UserError
 from search.kinds import Part, Prepared, StudyKind
+from search.progress import progress_bar
 from search.study.record import completed_trials, record_of, store_test, stored_test
 from search.study.scores import classify
+from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
 from search.study.workers import worker_id
 
 log = logging.getLogger(__name__)
+DEFAULTS = StudySpec()
+SCORE_BATCH = 256  # test images scored between two progress updates
 TEST_BY_PARENT_ENV = (
     "TRANSFER_SEARCH_TEST_BY_PARENT"  # set by --workers on its workers: the parent scores the test once
 )
 
 
 def stored_test_part(study: optuna.Study) -> Part:
-    """The study's test images, decoded from its recorded source in one streaming pass (only they are kept).
+    """The study's test images, read from the decoded-image cache of its recorded source (decoded there if absent).
 
     For callers without decoded images: the report, and the runner of a kind that does not hold its
     images (features streams them into the feature cache).
@@ -46,21 +51,14 @@ def stored_test_part(study: optuna.Study) -> Part:
         raise UserError(f"study '{study.study_name}' holds no data record or split; it was not made by run_study.py")
     spec, split, image_size = record.spec, record.split, record.resolved.image_size
     source = open_source(spec["data"], root=Path(spec["data_root"]), classes=spec.get("classes"))
-    is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
-    good = np.zeros(len(source), dtype=bool)
-    kept, position = [], 0
-    for indices, images, _ in decoded_batches(source, image_size=image_size):
-        good[indices] = True
-        mask = is_test[position : position + len(indices)]
-        if len(mask) == len(indices):
-            kept.append(images[torch.from_numpy(mask)])
-        position += len(indices)
-    data = dataset_of(source, good, None, image_size=image_size)
-    if data.fingerprint != record.data.fingerprint or position != len(split):
+    decoded = cached_images(source, image_size=image_size, root=Path(spec.get("cache_dir", DEFAULTS.cache_dir)))
+    data = dataset_of(source, decoded.good, None, image_size=image_size)
+    if data.fingerprint != record.data.fingerprint or len(data.labels) != len(split):
         raise UserError(
             f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split is gone"
         )
-    return torch.cat(kept), data.labels[torch.from_numpy(is_test)]
+    is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
+    return torch.from_numpy(decoded.images[np.flatnonzero(is_test)]), data.labels[torch.from_numpy(is_test)]
 
 
 def evaluate_on_test(
@@ -83,7 +81,12 @@ def evaluate_on_test(
         log.warning("study %s has no test images; the best trial is not evaluated on a test split", study.study_name)
         return None
     model = load_trial_model(study, best, store, device=device)
-    scores = classify(labels.numpy(), model.predict_proba(images), model.class_names)
+    with progress_bar(f"scoring trial {best.number} on {len(labels)} test images", len(labels)) as advance:
+        chunks = []
+        for batch in images.split(SCORE_BATCH):
+            chunks.append(model.predict_proba(batch))
+            advance(len(batch))
+    scores = classify(labels.numpy(), np.concatenate(chunks), model.class_names)
     record = {"trial": best.number, "images": len(labels), "by": worker_id(), **scores.to_record()}
     store_test(study, record)
     return record
