@@ -92,25 +92,60 @@ def test_stored_test_part_is_the_study_test_split(study: FinishedStudy, digits: 
 
 
 def test_curves_only_where_there_are_epochs(small_digits: Dataset, tmp_path: Path) -> None:
-    """A classifier fitted in one step (no history) gets its confusion matrix and scores, no curves."""
+    """A classifier fitted in one step (one epoch or none) gets its confusion matrix and scores, no curves."""
     store = FileSystemArtifactStore(str(tmp_path))
     study = optuna.create_study()
     labels = small_digits.labels.numpy()[small_digits.split == VAL]
     probabilities = np.eye(small_digits.num_classes, dtype=np.float32)[labels]
     epoch = EpochMetrics(1, 0.5, 0.8, 0.4, 1.0, 0.1)
     one_step = TrialResult(status=Status.COMPLETE, best=epoch, history=[], seconds=0.1, val_probabilities=probabilities)
-    with_epochs = dataclasses.replace(one_step, history=[epoch])
+    one_epoch = dataclasses.replace(one_step, history=[epoch])
+    with_epochs = dataclasses.replace(one_step, history=[epoch, dataclasses.replace(epoch, epoch=2)])
     pruned_without_scores = dataclasses.replace(with_epochs, status=Status.PRUNED, val_probabilities=None)
     diverged = dataclasses.replace(with_epochs, status=Status.DIVERGED)
-    assert save_trial_artifacts(study.ask(), one_step, small_digits, store) == [CONFUSION_FILE, PER_CLASS_FILE]
-    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, store) == [
+    assert save_trial_artifacts(study.ask(), one_step, small_digits, store, metric="val_loss") == [
+        CONFUSION_FILE,
+        PER_CLASS_FILE,
+    ]
+    assert save_trial_artifacts(study.ask(), one_epoch, small_digits, store, metric="val_loss") == [
+        CONFUSION_FILE,
+        PER_CLASS_FILE,
+    ]
+    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, store, metric="val_loss") == [
         CURVES_FILE,
         CONFUSION_FILE,
         PER_CLASS_FILE,
     ]
-    assert save_trial_artifacts(study.ask(), pruned_without_scores, small_digits, store) == [CURVES_FILE]
-    assert save_trial_artifacts(study.ask(), diverged, small_digits, store) == []
-    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, None) == []
+    assert save_trial_artifacts(study.ask(), pruned_without_scores, small_digits, store, metric="val_loss") == [
+        CURVES_FILE
+    ]
+    assert save_trial_artifacts(study.ask(), diverged, small_digits, store, metric="val_loss") == []
+    assert save_trial_artifacts(study.ask(), with_epochs, small_digits, None, metric="val_loss") == []
     first = study.trials[0]
     assert first.user_attrs["val_macro_f1"] == 1.0
     assert set(trial_artifacts(study, first)) == {CONFUSION_FILE, PER_CLASS_FILE}
+
+
+def test_once_there_is_a_median_only_trials_that_match_it_get_a_confusion_figure(
+    small_digits: Dataset, tmp_path: Path
+) -> None:
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = optuna.create_study(direction="minimize")
+    for loss in (0.1, 0.2, 0.3, 0.4, 0.5):
+        study.add_trial(optuna.trial.create_trial(value=loss, distributions={}, params={}))
+    labels = small_digits.labels.numpy()[small_digits.split == VAL]
+    probabilities = np.eye(small_digits.num_classes, dtype=np.float32)[labels]
+
+    def result(val_loss: float) -> TrialResult:
+        epoch = EpochMetrics(1, 0.5, 0.8, val_loss, 0.9, 0.1)
+        return TrialResult(status=Status.COMPLETE, best=epoch, history=[], seconds=0.1, val_probabilities=probabilities)
+
+    assert save_trial_artifacts(study.ask(), result(0.35), small_digits, store, metric="val_loss") == [PER_CLASS_FILE]
+    assert save_trial_artifacts(study.ask(), result(0.3), small_digits, store, metric="val_loss") == [
+        CONFUSION_FILE,
+        PER_CLASS_FILE,
+    ]
+    assert save_trial_artifacts(study.ask(), result(0.05), small_digits, store, metric="val_loss") == [
+        CONFUSION_FILE,
+        PER_CLASS_FILE,
+    ]

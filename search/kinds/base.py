@@ -105,7 +105,7 @@ class InferenceParts:
     trunk_key: Hashable | None  # trials with equal keys share the trunk's cost; None: the trunk is the trial's own
     head: Callable[[torch.Tensor], Any]  # trunk output -> class probabilities
     parameters: int  # the network's, plus the numbers a fitted pipeline holds
-    size_bytes: int  # what the exported model weighs: float32 weights (+ the stored pipeline)
+    size_bytes: int  # what the exported model weighs: float32 weights (+ the fitted pipeline's arrays)
 
 
 def network_size(module: nn.Module) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from search.training.features import pooled_columns, select_features, train_feat
 from search.training.pipeline_files import (
     SKOPS_SUFFIX,
     dump_pipeline,
+    fitted_bytes,
     fitted_numbers,
     load_pipeline,
     pipeline_to_onnx,
@@ -214,15 +215,17 @@ class FeaturesKind(StudyKind):
         )
 
     def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
-        """The taps and pooling (shared by trials tapping the same layers), then the trial's fitted pipeline."""
-        trunk = PooledLayers(prepared.shared.extractor.tapped(config.layers), config)
+        """The taps up to the trial's deepest layer (one traced graph per deepest layer, shared), then its pipeline."""
+        extractor = prepared.shared.extractor
+        deepest = max(config.layers, key=extractor.layers.index)
+        trunk = PooledLayers(extractor.tapped(extractor.layers[: extractor.layers.index(deepest) + 1]), config)
         parameters, size = network_size(trunk)
         return InferenceParts(
             trunk,
-            config.layers[-1],  # the taps cost what running up to the deepest one costs; pooling is noise
+            deepest,  # the taps cost what running up to the deepest one costs; pooling is noise
             lambda features: model.predict_proba(features.cpu().numpy()),
             parameters + fitted_numbers(model),
-            size + len(dump_pipeline(model)),
+            size + fitted_bytes(model),
         )
 
     def onnx_graph(self, model: Any) -> Any:

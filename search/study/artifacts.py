@@ -1,7 +1,9 @@
 """Per-trial artifacts through Optuna's artifact store, so optuna-dashboard shows them on each trial.
 
-Every finished trial gets its learning curves (when it has epochs), its validation confusion matrix
-and its per-class precision/recall/F1, a few tens of kilobytes in all. The files live in a
+Every finished trial gets its per-class precision/recall/F1 and, where they serve, figures: its
+learning curves when it ran two epochs or more, its validation confusion matrix when it is as good as
+the median trial so far (the best trials, which the report and a user look at, always are). A few tens
+of kilobytes in all. The files live in a
 FileSystemArtifactStore; the study database only holds their names and ids.
 """
 
@@ -13,16 +15,18 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import TrialState
 
 from search.data.dataset import Dataset
 from search.data.sources import VAL
 from search.errors import UserError
 from search.study.plots import plot_confusion, plot_curves
 from search.study.scores import classify
-from search.training.core import Status, TrialResult
+from search.training.core import Status, TrialResult, better
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "val_confusion_matrix.png"
 PER_CLASS_FILE = "val_per_class.csv"
 WITH_ARTIFACTS = (Status.COMPLETE, Status.PRUNED)  # a diverged or failed trial's figures would be NaN or empty
+MIN_CURVE_EPOCHS = 2  # one point is not a curve (a features trial's single fit)
+FIGURES_FOR_EVERY_TRIAL_UP_TO = 5  # complete trials: before there is a median to beat, every trial earns a figure
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
@@ -41,11 +47,27 @@ def open_artifact_store(path: Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
+def earns_a_figure(trial: optuna.Trial, result: TrialResult, metric: str) -> bool:
+    """Whether the trial is as good as the median complete trial so far (every trial is, early in a study).
+
+    A figure costs a quarter of a second to draw, as much as fitting a features trial: the trials a
+    user looks at get one, the rest keep their per-class scores.
+    """
+    if result.best is None:
+        return False
+    values = [t.value for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if len(values) < FIGURES_FOR_EVERY_TRIAL_UP_TO:
+        return True
+    median = float(np.median([v for v in values if v is not None]))
+    return not better(median, result.best.value(metric), metric)
+
+
 def save_trial_artifacts(
-    trial: optuna.Trial, result: TrialResult, data: Dataset, store: FileSystemArtifactStore | None
+    trial: optuna.Trial, result: TrialResult, data: Dataset, store: FileSystemArtifactStore | None, *, metric: str
 ) -> list[str]:
     """Upload the trial's curves, confusion matrix and per-class scores; returns the file names.
 
+    Curves need two epochs; the confusion figure only goes to trials that earn one (earns_a_figure).
     A full disk or a vanished folder costs the trial its figures, not its result.
     """
     if store is None or result.status not in WITH_ARTIFACTS:
@@ -53,21 +75,16 @@ def save_trial_artifacts(
     with tempfile.TemporaryDirectory(prefix="trial-artifacts-") as tmp:
         folder = Path(tmp)
         files = []
-        if result.history:
+        if len(result.history) >= MIN_CURVE_EPOCHS:
             history = [dataclasses.asdict(m) for m in result.history]
             files.append(plot_curves(history, folder / CURVES_FILE, title=f"trial {trial.number}"))
         if result.val_probabilities is not None and len(result.val_probabilities):
             labels = data.labels.numpy()[data.split == VAL]
             scores = classify(labels, result.val_probabilities, data.class_names)
             trial.set_user_attr("val_macro_f1", scores.macro_f1)
-            files.append(
-                plot_confusion(
-                    scores.confusion,
-                    data.class_names,
-                    folder / CONFUSION_FILE,
-                    title=f"trial {trial.number}: validation ({scores.accuracy:.1%})",
-                )
-            )
+            if earns_a_figure(trial, result, metric):
+                title = f"trial {trial.number}: validation ({scores.accuracy:.1%})"
+                files.append(plot_confusion(scores.confusion, data.class_names, folder / CONFUSION_FILE, title=title))
             (folder / PER_CLASS_FILE).write_text(scores.per_class_csv())
             files.append(folder / PER_CLASS_FILE)
         try:

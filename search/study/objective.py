@@ -122,7 +122,7 @@ def make_objective(
         record_result(trial, config, result)
         if result.status is Status.COMPLETE and resources.costs is not None:
             record_costs(trial, config, result, resources, resources.costs)
-        save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store)
+        save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
             save_if_best(trial, kind, config, result, resources.artifact_store, metric=settings.metric)
         if result.status is Status.PRUNED:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,26 +45,39 @@ def pipeline_to_onnx(pipeline: Any, width: int, *, input_name: str, opset: int) 
     )
 
 
-def fitted_numbers(value: Any, seen: set[int] | None = None) -> int:
-    """How many numbers a fitted pipeline holds: its arrays, trees' nodes and values, walked once each."""
+def fitted_arrays(value: Any, seen: set[int] | None = None) -> Iterator[np.ndarray]:
+    """The numeric arrays a fitted pipeline holds (its estimators' fitted attributes, trees' nodes), each once."""
     seen = set() if seen is None else seen
     if id(value) in seen:
-        return 0
+        return
     seen.add(id(value))
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            return sum(fitted_numbers(item, seen) for item in value.flat)
-        return int(value.size) * max(1, len(value.dtype.names or ()))
-    if isinstance(value, list | tuple):
-        return sum(fitted_numbers(item, seen) for item in value)
-    if isinstance(value, dict):
-        return sum(fitted_numbers(item, seen) for item in value.values())
-    if isinstance(value, Tree):
-        return fitted_numbers(value.__getstate__(), seen)
-    if isinstance(value, BaseEstimator):
-        fitted = {k: v for k, v in vars(value).items() if k.endswith("_") or k in ("steps", "transformers")}
-        return fitted_numbers(fitted, seen)
-    return 0
+            for item in value.flat:
+                yield from fitted_arrays(item, seen)
+        else:
+            yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from fitted_arrays(item, seen)
+    elif isinstance(value, dict):
+        yield from fitted_arrays(list(value.values()), seen)
+    elif isinstance(value, Tree):
+        yield from fitted_arrays(value.__getstate__(), seen)
+    elif isinstance(value, BaseEstimator):
+        yield from fitted_arrays(
+            {k: v for k, v in vars(value).items() if k.endswith("_") or k in ("steps", "transformers")}, seen
+        )
+
+
+def fitted_numbers(pipeline: Any) -> int:
+    """How many numbers a fitted pipeline holds (a tree node's record counts one per field)."""
+    return sum(int(a.size) * max(1, len(a.dtype.names or ())) for a in fitted_arrays(pipeline))
+
+
+def fitted_bytes(pipeline: Any) -> int:
+    """What a fitted pipeline's numbers weigh: close to its stored file, without writing one."""
+    return sum(int(a.nbytes) for a in fitted_arrays(pipeline))
 
 
 def dump_pipeline(pipeline: Any) -> bytes:
