@@ -11,7 +11,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 from torch import nn
 
+from search.data.feature_cache import FeatureExtractor
 from search.kinds.base import InferenceParts
+from search.kinds.features import tap_timer
+from search.models.backbones import create_backbone
 from search.results.costs import pareto_front, section_costs, timed
 from search.study.costs import ATTRS, CostMeter
 from search.study.record import completed_trials
@@ -50,6 +53,30 @@ def test_a_shared_trunk_is_timed_once_and_every_trial_gets_its_figures() -> None
     own = Counting()
     meter.measure(parts(own, None))
     assert own.calls == calls, "a trunk of the trial's own is timed every time"
+
+
+def test_one_timed_pass_gives_every_tap_its_time() -> None:
+    """The features kind times all its taps in one pass: trials with other deepest layers cost no new timing."""
+    backbone = create_backbone("efficientnet_lite0")
+    extractor = FeatureExtractor(backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=CPU)
+    timer = tap_timer(extractor)
+    assert timer is not None
+    ready = timer(torch.zeros(2, 3, 32, 32))
+    assert list(ready) == list(backbone.taps)
+    assert all(earlier <= later for earlier, later in zip(ready.values(), list(ready.values())[1:], strict=False))
+    passes = []
+
+    def counted(images: torch.Tensor) -> dict[object, float]:
+        passes.append(len(images))
+        return dict(timer(images))
+
+    meter = CostMeter(32, CPU)
+    for deepest in ("block2", "conv_head", "stem"):
+        head_input = nn.AdaptiveAvgPool2d(1)  # only feeds the head: the taps' time comes from the timed passes
+        figures = meter.measure(InferenceParts(head_input, deepest, lambda x: x, 0, 0, tap_times=counted))
+        assert figures["latency_ms_b1"] > 0
+    assert sorted(set(passes)) == [1, 64] and len(passes) == 1 + 10 + 3  # a warm-up, then the repeats, once
+    assert meter._trunk_ms[("stem", 64)] < meter._trunk_ms[("conv_head", 64)]
 
 
 def trial(number: int, accuracy: float, latency: float) -> FrozenTrial:

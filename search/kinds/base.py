@@ -106,6 +106,8 @@ class InferenceParts:
     head: Callable[[torch.Tensor], Any]  # trunk output -> class probabilities
     parameters: int  # the network's, plus the numbers a fitted pipeline holds
     size_bytes: int  # what the exported model weighs: float32 weights (+ the fitted pipeline's arrays)
+    # one pass that times every trunk key at once: images -> {key: ms at which that key's output was ready}
+    tap_times: Callable[[torch.Tensor], dict[Hashable, float]] | None = None
 
 
 def network_size(module: nn.Module) -> tuple[int, int]:

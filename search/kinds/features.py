@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,40 @@ class PooledLayers(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs = self.tapped(images)
         return torch.cat([pooled_columns(pool(outputs[layer]), pooling) for layer, pooling in self.choices], dim=1)
+
+
+def tap_timer(extractor: FeatureExtractor) -> Callable[[torch.Tensor], dict[Hashable, float]] | None:
+    """One pass of the whole tap model that notes when each tapped layer's output is ready (ms from the start).
+
+    None when a tap is not a module's output (nothing to hook): each layer set is then timed on its own.
+    """
+    model, device = extractor.model, extractor.device
+    try:
+        modules = {layer: model.get_submodule(node) for layer, node in extractor.taps.items()}
+    except AttributeError:
+        return None
+
+    def run(images: torch.Tensor) -> dict[Hashable, float]:
+        ready: dict[Hashable, float] = {}
+
+        def noting(layer: str) -> Callable[..., None]:
+            def note(*_: Any) -> None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                ready[layer] = (time.perf_counter() - started) * 1000
+
+            return note
+
+        handles = [module.register_forward_hook(noting(layer)) for layer, module in modules.items()]
+        started = time.perf_counter()
+        try:
+            model(images.to(device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return ready
+
+    return run
 
 
 def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: KindInputs) -> Prepared:
@@ -226,6 +262,7 @@ class FeaturesKind(StudyKind):
             lambda features: model.predict_proba(features.cpu().numpy()),
             parameters + fitted_numbers(model),
             size + fitted_bytes(model),
+            tap_times=tap_timer(extractor),
         )
 
     def onnx_graph(self, model: Any) -> Any:

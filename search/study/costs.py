@@ -1,9 +1,10 @@
 """What a complete trial's model costs to run, kept as its user attributes: parameters, bytes, latency.
 
 Latency is milliseconds per image at batch 1 and batch 64 on the study's device, the median of
-repeated timed runs after a warm-up. A trunk that trials share (the stages up to a cut, the taps of
-a layer set) is timed once per process and key; the trial's own head or pipeline is timed every
-time. So a features study of hundreds of trials pays for a few trunk timings, not one per trial.
+repeated timed runs after a warm-up. A trunk that trials share (the stages up to a cut, the taps up
+to a deepest layer) is timed once per process and key; the trial's own head or pipeline is timed
+every time. Where one pass can time every key (a features study's taps: the moment each tapped
+layer's output is ready), it does, so a features study pays for one trunk timing, not one per layer.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class CostMeter:
         single = trunk(self._images(1))
         for batch in BATCHES:
             key = (parts.trunk_key, batch)
+            if parts.tap_times is not None and parts.trunk_key is not None and key not in self._trunk_ms:
+                self._time_every_tap(parts.tap_times, batch)
             trunk_ms = self._trunk_ms.get(key) if parts.trunk_key is not None else None
             if trunk_ms is None:
                 warm_up = batch == BATCHES[0]  # the first batch size warms the model up for the others
@@ -69,3 +72,12 @@ class CostMeter:
             head_ms = median_ms(partial(parts.head, head_input), REPEATS[batch], self.device)
             costs[f"latency_ms_b{batch}"] = round((trunk_ms + head_ms) / batch, 3)
         return costs
+
+    def _time_every_tap(self, tap_times: Callable[[torch.Tensor], dict[Hashable, float]], batch: int) -> None:
+        """Every trunk key's time from one timed pass per repeat: a features study's taps cost one timing, not nine."""
+        images = self._images(batch)
+        if batch == BATCHES[0]:
+            tap_times(images)  # warm-up
+        runs = [tap_times(images) for _ in range(REPEATS[batch])]
+        for key in runs[0]:
+            self._trunk_ms[(key, batch)] = statistics.median(run[key] for run in runs)
