@@ -130,7 +130,7 @@ def _read(folder: Path, key: PixelKey, source: ImageSource) -> DecodedImages | N
 
 
 def _fill(folder: Path, key: PixelKey, source: ImageSource) -> DecodedImages:
-    """Decode into a temporary file, drop the unreadable rows, publish; the published files are then read back."""
+    """Decode into a temporary file, drop the unreadable rows, publish, and map the published file."""
     shape = (key.items, 3, key.image_size, key.image_size)
     needed = int(np.prod(shape)) * DISK_MARGIN
     free = shutil.disk_usage(folder).free
@@ -161,7 +161,5 @@ def _fill(folder: Path, key: PixelKey, source: ImageSource) -> DecodedImages:
     finally:
         for token in (written, compacted, items):
             token.unlink(missing_ok=True)
-    found = _read(folder, key, source)
-    if found is None:
-        raise UserError(f"the decoded-image cache {folder} changed while it was written; run the command again")
-    return DecodedImages(images=found.images, good=found.good, unreadable=reasons)
+    # just written and checksummed under the lock: mapped as is, not hashed a second time
+    return DecodedImages(images=np.load(folder / IMAGES_FILE, mmap_mode="c"), good=good, unreadable=reasons)
