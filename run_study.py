@@ -1,8 +1,7 @@
 """Run or resume an Optuna study of transfer-learning configurations: see `--help`."""
 
-import sys
-
+from search.cli.exit import exit_promptly
 from search.cli.run import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_promptly(main())

@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 import torch
 
+from search.allocator import keep_freed_memory
 from search.data.dataset import Dataset, dataset_of, decode_source, decoded_batches
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource, open_source
@@ -113,6 +114,7 @@ def run_naive(
 
 
 def main() -> None:
+    keep_freed_memory()  # as every study process does: both arms run with the same allocator
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits", help="digits, or a folder with one sub-folder per class")
     parser.add_argument("--image-size", type=int, default=64)

@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.allocator import keep_freed_memory
 from search.data.dataset import Dataset, decode_source, stratified_split
 from search.data.sizing import typical_size
 from search.data.sources import ImageSource, open_source
@@ -89,6 +90,7 @@ def run_naive(
 
 
 def main() -> None:
+    keep_freed_memory()  # as every study process does: both arms run with the same allocator
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=3)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from search.allocator import keep_freed_memory
 from search.data.dataset import Dataset
 from search.data.sources import TEST, TRAIN, VAL
 from search.models.backbones import Backbone
@@ -94,6 +95,7 @@ def run_recipe(backbone: Backbone, data: Dataset, epochs: int, seed: int) -> tup
 
 
 def main() -> None:
+    keep_freed_memory()  # as every study process does: both arms run with the same allocator
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="an image folder (class sub-folders, or train/ val/ [test/])")
     parser.add_argument("--epochs", type=int, default=10, help="the recipe's fixed number of epochs")

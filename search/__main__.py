@@ -1,8 +1,7 @@
 """`python -m search report | dashboard | export | predict`: see search.cli.results."""
 
-import sys
-
+from search.cli.exit import exit_promptly
 from search.cli.results import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_promptly(main())

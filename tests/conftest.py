@@ -13,6 +13,7 @@ from PIL import Image
 from search.data.dataset import Dataset, decode_source, stratified_split
 from search.data.sources import open_source
 from search.models.backbones import Backbone, create_backbone
+from tests.test_code_quality import MYPY, start_mypy
 
 SHAPES = ("disc", "bar", "cross")
 
@@ -82,3 +83,16 @@ def small_digits(digits: Dataset) -> Dataset:
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start mypy as soon as the suite knows it will run it: test_mypy then only collects its verdict."""
+    if any(item.nodeid.endswith("test_code_quality.py::test_mypy") for item in items):
+        config.stash[MYPY] = start_mypy()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    checker = config.stash.get(MYPY, None)
+    if checker is not None and checker.poll() is None:  # the run stopped before test_mypy
+        checker.kill()
+        checker.wait()

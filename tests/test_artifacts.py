@@ -126,7 +126,7 @@ def test_curves_only_where_there_are_epochs(small_digits: Dataset, tmp_path: Pat
     assert set(trial_artifacts(study, first)) == {CONFUSION_FILE, PER_CLASS_FILE}
 
 
-def test_once_there_is_a_median_only_trials_that_match_it_get_a_confusion_figure(
+def test_once_there_are_five_complete_trials_only_the_best_quarter_get_a_confusion_figure(
     small_digits: Dataset, tmp_path: Path
 ) -> None:
     store = FileSystemArtifactStore(str(tmp_path))
@@ -140,8 +140,11 @@ def test_once_there_is_a_median_only_trials_that_match_it_get_a_confusion_figure
         epoch = EpochMetrics(1, 0.5, 0.8, val_loss, 0.9, 0.1)
         return TrialResult(status=Status.COMPLETE, best=epoch, history=[], seconds=0.1, val_probabilities=probabilities)
 
-    assert save_trial_artifacts(study.ask(), result(0.35), small_digits, store, metric="val_loss") == [PER_CLASS_FILE]
-    assert save_trial_artifacts(study.ask(), result(0.3), small_digits, store, metric="val_loss") == [
+    for loss in (0.35, 0.25):  # below and above the median (0.3), outside the best quarter (0.2 or less)
+        assert save_trial_artifacts(study.ask(), result(loss), small_digits, store, metric="val_loss") == [
+            PER_CLASS_FILE
+        ]
+    assert save_trial_artifacts(study.ask(), result(0.2), small_digits, store, metric="val_loss") == [
         CONFUSION_FILE,
         PER_CLASS_FILE,
     ]
@@ -149,3 +152,16 @@ def test_once_there_is_a_median_only_trials_that_match_it_get_a_confusion_figure
         CONFUSION_FILE,
         PER_CLASS_FILE,
     ]
+
+    by_accuracy = optuna.create_study(direction="maximize")
+    for accuracy in (0.5, 0.6, 0.7, 0.8, 0.9):
+        by_accuracy.add_trial(optuna.trial.create_trial(value=accuracy, distributions={}, params={}))
+
+    def figured(accuracy: float) -> bool:
+        epoch = EpochMetrics(1, 0.5, 0.8, 0.3, accuracy, 0.1)
+        ran = TrialResult(status=Status.COMPLETE, best=epoch, history=[], seconds=0.1, val_probabilities=probabilities)
+        return CONFUSION_FILE in save_trial_artifacts(
+            by_accuracy.ask(), ran, small_digits, store, metric="val_accuracy"
+        )
+
+    assert not figured(0.75) and figured(0.8)

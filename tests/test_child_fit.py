@@ -26,6 +26,7 @@ import os, signal, sys
 from contextlib import closing
 import numpy as np
 from sklearn.svm import SVC
+from search.cli.exit import exit_promptly
 from search.cli.run import _interrupt_on_sigterm
 from search.training.child_fit import in_child
 
@@ -45,7 +46,7 @@ try:
             list(stages)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
-    sys.exit(130)
+    exit_promptly(130)  # as run_study.py leaves
 """
 
 

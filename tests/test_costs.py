@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -12,11 +14,11 @@ from optuna.trial import FrozenTrial, create_trial
 from torch import nn
 
 from search.data.feature_cache import FeatureExtractor
-from search.kinds.base import InferenceParts
-from search.kinds.features import tap_timer
+from search.kinds.base import InferenceParts, network_size
+from search.kinds.features import prefix_modules, tap_timer
 from search.models.backbones import create_backbone
 from search.results.costs import pareto_front, section_costs, timed
-from search.study.costs import ATTRS, CostMeter
+from search.study.costs import ATTRS, BATCHES, HEAD_BUDGET_MS, MIN_REPEATS, REPEATS, CostMeter
 from search.study.record import completed_trials
 from tests.results_study import finished_study
 
@@ -55,6 +57,25 @@ def test_a_shared_trunk_is_timed_once_and_every_trial_gets_its_figures() -> None
     assert own.calls == calls, "a trunk of the trial's own is timed every time"
 
 
+def test_a_slow_head_is_timed_fewer_times_than_a_fast_one() -> None:
+    meter = CostMeter(16, CPU)
+    calls = {"fast": 0, "slow": 0}
+
+    def head(speed: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            calls[speed] += 1
+            if speed == "slow":
+                time.sleep(HEAD_BUDGET_MS / 1000 / 2)  # two runs fill the budget, so the third is the last
+            return x
+
+        return run
+
+    for speed in calls:
+        meter.measure(InferenceParts(Counting(), "cut", head(speed), 0, 0))
+    assert calls["fast"] == sum(1 + REPEATS[batch] for batch in BATCHES)
+    assert calls["slow"] == len(BATCHES) * (1 + MIN_REPEATS)
+
+
 def test_one_timed_pass_gives_every_tap_its_time() -> None:
     """The features kind times all its taps in one pass: trials with other deepest layers cost no new timing."""
     backbone = create_backbone("efficientnet_lite0")
@@ -77,6 +98,18 @@ def test_one_timed_pass_gives_every_tap_its_time() -> None:
         assert figures["latency_ms_b1"] > 0
     assert sorted(set(passes)) == [1, 64] and len(passes) == 1 + 10 + 3  # a warm-up, then the repeats, once
     assert meter._trunk_ms[("stem", 64)] < meter._trunk_ms[("conv_head", 64)]
+
+
+def test_a_trials_size_counts_the_layers_up_to_its_deepest_tap() -> None:
+    backbone = create_backbone("efficientnet_lite0")
+    model = backbone.tap_model()
+    for deepest in ("block3", "conv_head"):
+        stages = list(backbone.stages)[: list(backbone.stages).index(deepest) + 1]
+        expected = sum(p.numel() for name in stages for p in backbone.stages[name].parameters())
+        assert network_size(prefix_modules(model, backbone.taps[deepest]))[0] == expected, deepest
+    assert network_size(prefix_modules(model, "conv_head")) == network_size(model)
+    nested = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 5)), nn.Linear(5, 6))
+    assert network_size(prefix_modules(nested, "1.0"))[0] == (2 * 3 + 3) + (3 * 4 + 4)
 
 
 def trial(number: int, accuracy: float, latency: float) -> FrozenTrial:

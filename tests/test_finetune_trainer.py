@@ -95,6 +95,22 @@ def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_deeper_prefix_starts_from_a_shorter_one_already_cached(small_digits: Dataset, backbone: Backbone) -> None:
+    cache = FrozenPrefixCache(backbone, small_digits, SETTINGS.device)
+    shorter = cache.get(3)
+    assert shorter is not None
+    calls = []
+    hook = backbone.stages[backbone.stage_names[0]].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        deeper = cache.get(5)
+    finally:
+        hook.remove()
+    assert len(calls) == 1, "the first stage ran once, on the one-image probe of the new entry's size"
+    direct = FrozenPrefixCache(backbone, small_digits, SETTINGS.device).get(5)
+    assert deeper is not None and direct is not None
+    torch.testing.assert_close(deeper, direct)
+
+
 def test_lp_ft_probe_fits_the_head_on_cached_features_and_leaves_the_trunk_alone(
     small_digits: Dataset, backbone: Backbone
 ) -> None:

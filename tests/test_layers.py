@@ -11,6 +11,7 @@ from tests.helpers import ROOT
 LAYERS = {
     "search.errors": 0,
     "search.progress": 0,  # progress bars for the long steps, from any layer
+    "search.allocator": 0,  # how the process keeps freed memory: set by whatever starts a study
     "search._lazy": 0,  # the packages' lazy exports: every layer's __init__ may use it
     "search.data": 1,
     "search.models": 2,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -25,7 +26,7 @@ from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
 from search.training.configs import FeaturesConfig
 from search.training.features import build_pipeline
-from search.training.pipeline_files import dump_pipeline, load_pipeline
+from search.training.pipeline_files import dump_pipeline, fitted_bytes, fitted_numbers, load_pipeline
 from tests.conftest import write_image_folder
 from tests.results_study import finished_study, run_search
 
@@ -71,6 +72,17 @@ def test_every_pipeline_the_space_builds_round_trips_through_the_trusted_list(
     pipeline = build_pipeline(config, [10, 10], labels, seed=0, threads=1).fit(inputs, labels)
     loaded = load_pipeline(dump_pipeline(pipeline), what="test", remedy="export it again")
     np.testing.assert_array_equal(loaded.predict_proba(inputs), pipeline.predict_proba(inputs))
+
+
+def test_a_forest_holds_the_numbers_of_all_its_trees() -> None:
+    """Each tree's state is made afresh for the walk: a freed one's id must not hide the next tree."""
+    rng = np.random.default_rng(0)
+    features, labels = rng.random((300, 5)), rng.integers(0, 3, 300)
+    forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(features, labels)
+    trees = sum(fitted_numbers(tree) for tree in forest.estimators_)
+    assert trees <= fitted_numbers(forest) <= trees + 10  # plus the forest's own few arrays (classes)
+    assert sum(tree.tree_.node_count for tree in forest.estimators_) < trees
+    assert fitted_bytes(forest) >= sum(tree.tree_.value.nbytes for tree in forest.estimators_)
 
 
 def test_a_pickle_is_refused_and_never_run(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from spaces import get_space
 
 POLL_S = 1.0  # how often the parent reads the study and checks on its workers
 STOP_WAIT_S = 60.0  # a worker asked to stop ends its trial at the next Python instruction; then it is killed
-CHILD_CODE = "import sys; from search.cli.run import main; sys.exit(main(sys.argv[1:]))"
+CHILD_CODE = "import sys; from search.cli.exit import exit_promptly; from search.cli.run import main; exit_promptly(main(sys.argv[1:]))"
 
 
 @dataclass

@@ -16,6 +16,7 @@ import rich
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from search.allocator import keep_freed_memory
 from search.cli.console import configure_logging
 from search.errors import UserError
 from search.results.dashboard import DEFAULT_PORT
@@ -145,6 +146,7 @@ COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "pred
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # predict and export run the network batch after batch, as training does
     console = rich.get_console()  # the one progress bars outside the trials draw on too
     errors = Console(stderr=True, soft_wrap=True)
     configure_logging(errors, args.verbose)  # logs on stderr: predict's stdout stays machine-readable

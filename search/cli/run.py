@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where trial artifacts (curves, confusion matrices, checkpoints) are stored",
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=defaults.cache_dir, help="where extracted backbone features are cached"
+        "--cache-dir",
+        type=Path,
+        default=defaults.cache_dir,
+        help="where decoded images and extracted backbone features are cached",
     )
     parser.add_argument(
         "--from-trial",

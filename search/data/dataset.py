@@ -72,17 +72,17 @@ class Dataset:
 
 def decoded_batches(
     source: ImageSource, *, image_size: int, cache_dir: Path, batch_size: int = 256
-) -> Iterator[tuple[np.ndarray, torch.Tensor, list[str]]]:
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """The readable items a batch at a time, from the decoded-image cache (filled first when absent).
 
-    Yields (source indices of the batch, their images, the reasons other items were unreadable: with the
-    first batch only). Only one batch is in memory at once, so a folder of any size streams.
+    Yields (source indices of the batch, their images). Only one batch is in memory at once, so a
+    folder of any size streams; unreadable items were reported when the cache was filled.
     """
     decoded = cached_images(source, image_size=image_size, root=cache_dir)
     positions = np.flatnonzero(decoded.good)
     for start in range(0, len(positions), batch_size):
         images = torch.from_numpy(np.ascontiguousarray(decoded.images[start : start + batch_size]))
-        yield positions[start : start + batch_size], images, decoded.unreadable if start == 0 else []
+        yield positions[start : start + batch_size], images
 
 
 def dataset_of(source: ImageSource, good: np.ndarray, images: torch.Tensor | None, *, image_size: int) -> Dataset:
@@ -143,7 +143,8 @@ def decode_source(source: ImageSource, *, image_size: int, cache_dir: Path | Non
         )
     everything = np.zeros((len(source), 3, image_size, image_size), dtype=np.uint8)
     good, _ = decode_all(source, image_size, everything)
-    return dataset_of(source, good, torch.from_numpy(everything[good]), image_size=image_size)
+    kept = everything if good.all() else everything[good]  # no second copy of every image when all decoded
+    return dataset_of(source, good, torch.from_numpy(kept), image_size=image_size)
 
 
 def stratified_split(

@@ -27,7 +27,7 @@ from search.progress import progress_bar
 log = logging.getLogger(__name__)
 
 ITEMS_FILE = "items.npy"  # bool per source item: decoded (True) or skipped as unreadable
-Batches = Callable[[], Iterable[tuple[np.ndarray, torch.Tensor, list[str]]]]  # (indices, uint8 images, bad reasons)
+Batches = Callable[[], Iterable[tuple[np.ndarray, torch.Tensor]]]  # (source indices, uint8 images)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class FeatureCache:
         good = np.zeros(self.key.items, dtype=bool)
         try:
             with progress_bar(f"extracting {self.key.backbone} features", self.key.items) as advance:
-                for indices, images, _ in batches():
+                for indices, images in batches():
                     for layer, values in self.extractor(images, layers).items():
                         if layer not in outputs:
                             outputs[layer] = np.lib.format.open_memmap(

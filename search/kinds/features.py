@@ -89,6 +89,23 @@ class PooledLayers(nn.Module):
         return torch.cat([pooled_columns(pool(outputs[layer]), pooling) for layer, pooling in self.choices], dim=1)
 
 
+def prefix_modules(model: nn.Module, node: str) -> nn.Module:
+    """The modules a nest of Sequentials runs up to and including `node` (a dotted path), as one module to count.
+
+    A module on the path that is not a Sequential has no order to cut at, and counts whole.
+    """
+    head, _, rest = node.partition(".")
+    if not isinstance(model, nn.Sequential):
+        return model
+    kept: list[nn.Module] = []
+    for name, child in model.named_children():
+        if name == head:
+            kept.append(prefix_modules(child, rest) if rest else child)
+            break
+        kept.append(child)
+    return nn.ModuleList(kept)
+
+
 def tap_timer(extractor: FeatureExtractor) -> Callable[[torch.Tensor], dict[Hashable, float]] | None:
     """One pass of the whole tap model that notes when each tapped layer's output is ready (ms from the start).
 
@@ -251,18 +268,25 @@ class FeaturesKind(StudyKind):
         )
 
     def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
-        """The taps up to the trial's deepest layer (one traced graph per deepest layer, shared), then its pipeline."""
+        """The taps up to the trial's deepest layer, then its pipeline.
+
+        The taps' time comes from the tap timer's one pass, so the trunk only has to produce the
+        pipeline's input: the graph traced for the extraction does, and no trial traces its own
+        (a second each). The size counted is that of the layers up to the deepest tap.
+        """
         extractor = prepared.shared.extractor
         deepest = max(config.layers, key=extractor.layers.index)
-        trunk = PooledLayers(extractor.tapped(extractor.layers[: extractor.layers.index(deepest) + 1]), config)
-        parameters, size = network_size(trunk)
+        tap_times = tap_timer(extractor)
+        prefix = extractor.layers[: extractor.layers.index(deepest) + 1]
+        trunk = PooledLayers(extractor.tapped(extractor.layers if tap_times is not None else prefix), config)
+        parameters, size = network_size(prefix_modules(extractor.model, extractor.taps[deepest]))
         return InferenceParts(
             trunk,
             deepest,  # the taps cost what running up to the deepest one costs; pooling is noise
             lambda features: model.predict_proba(features.cpu().numpy()),
             parameters + fitted_numbers(model),
             size + fitted_bytes(model),
-            tap_times=tap_timer(extractor),
+            tap_times=tap_times,
         )
 
     def onnx_graph(self, model: Any) -> Any:

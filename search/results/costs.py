@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from search.results.text import markdown_table, percent
-from search.study.plots import DPI
+from search.study.plots import new_figure
 
 LATENCY = "latency_ms_b1"
 
@@ -64,7 +63,7 @@ def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def plot_accuracy_latency(trials: Sequence[FrozenTrial], front: Sequence[FrozenTrial], path: Path) -> Path:
-    figure = Figure(figsize=(7, 4.2), dpi=DPI, layout="constrained")
+    figure = new_figure(7, 4.2, layout="constrained")
     axes = figure.subplots()
     axes.scatter(
         [t.user_attrs[LATENCY] for t in trials],

@@ -2,9 +2,9 @@
 
 Every finished trial gets its per-class precision/recall/F1 and, where they serve, figures: its
 learning curves when it ran two epochs or more, its validation confusion matrix when it is as good as
-the median trial so far (the best trials, which the report and a user look at, always are). A few tens
-of kilobytes in all. The files live in a
-FileSystemArtifactStore; the study database only holds their names and ids.
+the best quarter of the trials so far (the best trials, which the report and a user look at, always
+are). A few tens of kilobytes in all. The files live in a FileSystemArtifactStore; the study database
+only holds their names and ids.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from search.data.sources import VAL
 from search.errors import UserError
 from search.study.plots import plot_confusion, plot_curves
 from search.study.scores import classify
-from search.training.core import Status, TrialResult, better
+from search.training.core import METRICS, Status, TrialResult, better
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ CONFUSION_FILE = "val_confusion_matrix.png"
 PER_CLASS_FILE = "val_per_class.csv"
 WITH_ARTIFACTS = (Status.COMPLETE, Status.PRUNED)  # a diverged or failed trial's figures would be NaN or empty
 MIN_CURVE_EPOCHS = 2  # one point is not a curve (a features trial's single fit)
-FIGURES_FOR_EVERY_TRIAL_UP_TO = 5  # complete trials: before there is a median to beat, every trial earns a figure
+FIGURES_FOR_EVERY_TRIAL_UP_TO = 5  # complete trials: before there is a quarter to be in, every trial earns a figure
+FIGURE_SHARE = 0.25  # the best quarter of the complete trials so far earn a confusion figure
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
@@ -48,18 +49,20 @@ def open_artifact_store(path: Path) -> FileSystemArtifactStore:
 
 
 def earns_a_figure(trial: optuna.Trial, result: TrialResult, metric: str) -> bool:
-    """Whether the trial is as good as the median complete trial so far (every trial is, early in a study).
+    """Whether the trial is as good as the best quarter of the complete trials so far (every trial is, early on).
 
-    A figure costs a quarter of a second to draw, as much as fitting a features trial: the trials a
-    user looks at get one, the rest keep their per-class scores.
+    A figure costs a few tenths of a second to draw, as much as fitting a features trial: the trials
+    a user looks at get one, the rest keep their per-class scores. Not the median: as the sampler
+    converges, most new trials beat the median of the old ones (22 of 30 on digits did).
     """
     if result.best is None:
         return False
-    values = [t.value for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if len(values) < FIGURES_FOR_EVERY_TRIAL_UP_TO:
+    complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    known = [t.value for t in complete if t.value is not None]
+    if len(known) < FIGURES_FOR_EVERY_TRIAL_UP_TO:
         return True
-    median = float(np.median([v for v in values if v is not None]))
-    return not better(median, result.best.value(metric), metric)
+    share = FIGURE_SHARE if METRICS[metric] == "minimize" else 1 - FIGURE_SHARE
+    return not better(float(np.quantile(known, share)), result.best.value(metric), metric)
 
 
 def save_trial_artifacts(

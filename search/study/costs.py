@@ -21,11 +21,21 @@ from search.kinds.base import InferenceParts
 
 BATCHES = (1, 64)
 REPEATS = {1: 10, 64: 3}  # timed runs per batch size; batch 1 runs first, after one warm-up run
+MIN_REPEATS = 3
+# A trial's own head is timed every trial: once its runs add up to this, more of them would cost more
+# than they tell (a forest's predict at batch 1 is ~50 ms of joblib threads: 15 runs were most of a
+# features trial's bookkeeping). Shared trunks are timed once and get every repeat.
+HEAD_BUDGET_MS = 50.0
 ATTRS = ("params", "size_bytes", "latency_ms_b1", "latency_ms_b64")
 
 
-def median_ms(run: Callable[[], Any], repeats: int, device: torch.device, *, warm_up: bool = True) -> float:
-    """The median wall time of `run` in milliseconds, after a warm-up run (lazy init, caches, allocator)."""
+def median_ms(
+    run: Callable[[], Any], repeats: int, device: torch.device, *, warm_up: bool = True, budget_ms: float | None = None
+) -> float:
+    """The median wall time of `run` in milliseconds, after a warm-up run (lazy init, caches, allocator).
+
+    With a budget, the runs stop early once at least MIN_REPEATS of them have taken that long together.
+    """
 
     def timed() -> float:
         started = time.perf_counter()
@@ -36,7 +46,12 @@ def median_ms(run: Callable[[], Any], repeats: int, device: torch.device, *, war
 
     if warm_up:
         timed()
-    return statistics.median(timed() for _ in range(repeats))
+    times: list[float] = []
+    while len(times) < repeats:
+        times.append(timed())
+        if budget_ms is not None and len(times) >= MIN_REPEATS and sum(times) >= budget_ms:
+            break
+    return statistics.median(times)
 
 
 class CostMeter:
@@ -69,7 +84,7 @@ class CostMeter:
                 if parts.trunk_key is not None:
                     self._trunk_ms[key] = trunk_ms
             head_input = single.repeat(batch, *([1] * (single.dim() - 1)))
-            head_ms = median_ms(partial(parts.head, head_input), REPEATS[batch], self.device)
+            head_ms = median_ms(partial(parts.head, head_input), REPEATS[batch], self.device, budget_ms=HEAD_BUDGET_MS)
             costs[f"latency_ms_b{batch}"] = round((trunk_ms + head_ms) / batch, 3)
         return costs
 

@@ -109,13 +109,17 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         try:
+            return run_trial(trial)
+        except KeyboardInterrupt:  # in training or in the bookkeeping after it: the trial says why it failed
+            trial.set_user_attr(FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
+        try:
             config = checked_config(suggest(trial, context), kind)
             settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
             reporter = TrialReporter(trial, settings.metric)
             result = kind.train(config, resources.prepared, resources.backbone, reporter, settings)
-        except KeyboardInterrupt:
-            trial.set_user_attr(FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
-            raise
         except (TrialFailed, UserError) as exc:  # a space or trainer that cannot go on says why
             trial.set_user_attr(FAIL_REASON, str(exc))
             raise

@@ -13,6 +13,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
+from search.allocator import keep_freed_memory
 from search.data.dataset import SPLIT_CODES, Dataset, stratified_split
 from search.data.sizing import typical_size
 from search.data.sources import TRAIN, ImageSource, open_source
@@ -253,6 +254,7 @@ def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...]) ->
 
 def prepare(spec: StudySpec) -> PreparedStudy:
     """Open the study and build its kind's data and caches once for this process."""
+    keep_freed_memory()  # every batch allocates the same big tensors: reuse them instead of faulting pages in
     opened = _open(spec)
     resolved = _resolve(spec, opened)
     if opened.stored is not None:
