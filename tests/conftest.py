@@ -13,7 +13,7 @@ from PIL import Image
 from search.data.dataset import Dataset, decode_source, stratified_split
 from search.data.sources import open_source
 from search.models.backbones import Backbone, create_backbone
-from tests.test_code_quality import MYPY, start_mypy
+from tests.helpers import MYPY, start_mypy
 
 SHAPES = ("disc", "bar", "cross")
 

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # 32 px images, two epochs, early stop after one stale epoch: a CLI study on the digits in seconds
 FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1"]
+
+CHECKED = ["search", "spaces", "tests", "bench", "run_study.py"]  # what ruff and mypy check
+MYPY = pytest.StashKey[subprocess.Popen[str]]()  # the mypy run conftest.py starts at collection
+
+
+def start_mypy() -> subprocess.Popen[str]:
+    """mypy over the tree, at low priority: a minute of one core, which the suite leaves idle in its many waits."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mypy", *CHECKED],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: os.nice(10),
+    )

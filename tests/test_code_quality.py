@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import ROOT
-
-TARGETS = ["search", "spaces", "tests", "bench", "run_study.py"]
+from tests.helpers import CHECKED, MYPY, ROOT, start_mypy
 
 
 def test_ruff_lint_and_format() -> None:
     for args in (["check"], ["format", "--check"]):
-        done = subprocess.run([sys.executable, "-m", "ruff", *args, *TARGETS], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "ruff", *args, *CHECKED], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
-
-
-MYPY = pytest.StashKey[subprocess.Popen[str]]()
-
-
-def start_mypy() -> subprocess.Popen[str]:
-    """mypy over the tree, at low priority: a minute of one core, which the suite leaves idle in its many waits."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "mypy", *TARGETS],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: os.nice(10),
-    )
 
 
 def test_mypy(pytestconfig: pytest.Config) -> None:

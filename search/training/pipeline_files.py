@@ -83,11 +83,12 @@ def fitted_bytes(pipeline: Any) -> int:
     return sum(int(a.nbytes) for a in fitted_arrays(pipeline))
 
 
-# skops is imported where a pipeline is written or read: importing it lists (so imports) every scikit-learn
-# estimator, 2.5 s of every command's start on 2 cores, most of which never touch a skops file.
-
-
 def dump_pipeline(pipeline: Any) -> bytes:
+    """A fitted pipeline as skops bytes.
+
+    skops is imported here and in load_pipeline, not at the top: importing it lists (so imports) every
+    scikit-learn estimator, 2.5 s of every command's start on 2 cores.
+    """
     import skops.io as sio
 
     return bytes(sio.dumps(pipeline))
