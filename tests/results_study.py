@@ -20,9 +20,9 @@ from search.cli.run import main
 from search.data.dataset import SPLIT_CODES
 from search.data.sources import TEST, open_source
 from search.study.spec import StudySpec
-from tests.helpers import FAST, ROOT
+from tests.helpers import FAST, FEW_DIGITS, ROOT
 
-STUDY_FLAGS = [*FAST, "--seed", "0"]
+STUDY_FLAGS = [*FAST, *FEW_DIGITS, "--seed", "0"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class FinishedStudy:
 
 
 def finished_study(factory: pytest.TempPathFactory, space: str, *extra: str, trials: int = 4) -> FinishedStudy:
-    """A `space` study on the bundled digits, run once per session by `run_study.py`'s main."""
+    """A `space` study on four of the bundled digits, run once per session by `run_study.py`'s main."""
     folder = factory.getbasetemp() / f"results-{space}"
     study = FinishedStudy(name=f"results-{space}", folder=folder)
     if not (folder / "done").exists():
@@ -88,7 +88,7 @@ def run_search(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Comple
 
 def write_test_digits(study: optuna.Study, out: Path) -> Path:
     """The study's test-split digits as PNG files in class folders, as a user would have them on disk."""
-    source = open_source("digits", root=Path("studies/datasets"))
+    source = open_source("digits", root=Path("studies/datasets"), classes=study.user_attrs["spec"]["classes"])
     storage = study._storage
     split = storage.get_study_system_attrs(study._study_id)["data_split"]
     for index, code in enumerate(split):

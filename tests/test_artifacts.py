@@ -12,8 +12,8 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from search.data.dataset import Dataset
-from search.data.sources import TEST, VAL
+from search.data.dataset import Dataset, decode_source
+from search.data.sources import TEST, VAL, open_source
 from search.study.artifacts import (
     CONFUSION_FILE,
     CURVES_FILE,
@@ -25,6 +25,7 @@ from search.study.artifacts import (
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.record import TEST_ATTR, trial_artifacts
 from search.training.core import EpochMetrics, Status, TrialResult
+from tests.helpers import FEW_DIGIT_CLASSES
 from tests.results_study import FinishedStudy, finished_study, png_ok
 
 
@@ -79,13 +80,14 @@ def _never() -> tuple[torch.Tensor, torch.Tensor]:
     raise AssertionError("the stored evaluation is current; nothing should be decoded")
 
 
-def test_stored_test_part_is_the_study_test_split(study: FinishedStudy, digits: Dataset) -> None:
+def test_stored_test_part_is_the_study_test_split(study: FinishedStudy) -> None:
     """The streamed test images (report, features studies) are the in-memory ones of the same split."""
     loaded = study.load()
     images, labels = stored_test_part(loaded)
     storage = loaded._storage
     split = storage.get_study_system_attrs(loaded._study_id)["data_split"]
-    same = digits.with_split(split)
+    digits = open_source("digits", root=Path("studies/datasets"), classes=FEW_DIGIT_CLASSES)
+    same = decode_source(digits, image_size=32).with_split(split)
     expected_images, expected_labels = same.part(TEST)
     assert torch.equal(labels, expected_labels)
     assert torch.equal(images, expected_images)

@@ -15,6 +15,7 @@ from search.results.bundles import BUNDLE_FILE, BUNDLE_FORMAT, load_bundle, save
 from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
 from tests.conftest import write_image_folder
+from tests.helpers import FEW_DIGIT_CLASSES
 from tests.results_study import finished_study
 
 HINT = "write one with python -m search export"
@@ -89,7 +90,7 @@ def test_a_saved_bundle_predicts_what_the_trial_predicts(
 
     record = json.loads((out / BUNDLE_FILE).read_text())
     assert record["format"] == BUNDLE_FORMAT and record["kind"] == space
-    assert record["class_names"] == list(model.class_names) == [str(d) for d in range(10)]
+    assert record["class_names"] == list(model.class_names) == list(FEW_DIGIT_CLASSES)
     assert record["image_size"] == model.image_size == 32
     assert len(list(out.iterdir())) > 1, "the kind's files sit beside bundle.json"
 
@@ -97,6 +98,6 @@ def test_a_saved_bundle_predicts_what_the_trial_predicts(
     assert (loaded.kind, loaded.class_names, loaded.image_size) == (model.kind, model.class_names, model.image_size)
     pixels = torch.from_numpy(np.stack([decode_image_file(p, model.image_size) for p in images]))
     expected = model.predict_proba(pixels)
-    assert expected.shape == (len(images), 10)
+    assert expected.shape == (len(images), len(FEW_DIGIT_CLASSES))
     np.testing.assert_allclose(loaded.predict_proba(pixels), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)

@@ -19,7 +19,7 @@ import pytest
 
 from search.cli.run import main
 from tests.conftest import write_image_folder
-from tests.helpers import FAST, ROOT
+from tests.helpers import FAST, FEW_DIGITS, ROOT
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -43,12 +43,15 @@ def stored_split(cwd: Path, study: optuna.Study) -> str:
     return str(storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))["data_split"])
 
 
+STUDY = "finetune-digits-0_1_2_3-efficientnet_lite0"  # the default name: space, data, classes, backbone
+
+
 def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
-    first = run_cli(tmp_path, "--trials", "1", *FAST)
+    first = run_cli(tmp_path, "--trials", "1", *FAST, *FEW_DIGITS)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "python -m search dashboard" in first.stdout
-    assert "best trials of finetune-digits-efficientnet_lite0" in first.stdout
-    study = load(tmp_path, "finetune-digits-efficientnet_lite0")
+    assert f"best trials of {STUDY}" in first.stdout
+    study = load(tmp_path, STUDY)
     finished = [
         t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
@@ -63,20 +66,20 @@ def test_study_runs_persists_and_resumes(tmp_path: Path) -> None:
     assert all(t.value == min(t.intermediate_values.values()) for t in completed)
     attrs = study.user_attrs
     assert attrs["spec"]["image_size"] == 32 and attrs["spec"]["backbone"] == "efficientnet_lite0"
-    assert attrs["data"]["images"] == 1797
+    assert attrs["data"]["images"] == 720  # digits 0-3: 178 + 182 + 177 + 183
     split_before = stored_split(tmp_path, study)
-    assert len(split_before) == 1797 and set(split_before) == {"t", "v", "s"}
+    assert len(split_before) == 720 and set(split_before) == {"t", "v", "s"}
 
-    resumed = run_cli(tmp_path, "--trials", "2", *FAST)
+    resumed = run_cli(tmp_path, "--trials", "2", *FAST, *FEW_DIGITS)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    study = load(tmp_path, "finetune-digits-efficientnet_lite0")
+    study = load(tmp_path, STUDY)
     assert sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials) == 2
     assert stored_split(tmp_path, study) == split_before
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 2, "a resume explores, not replays"
 
-    again = run_cli(tmp_path, "--trials", "2", *FAST)
+    again = run_cli(tmp_path, "--trials", "2", *FAST, *FEW_DIGITS)
     assert again.returncode == 0 and "already has 2 finished trials" in again.stdout
-    assert_dashboard_shows(tmp_path, "finetune-digits-efficientnet_lite0", trials=2)
+    assert_dashboard_shows(tmp_path, STUDY, trials=2)
 
 
 def free_port() -> int:

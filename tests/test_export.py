@@ -14,6 +14,7 @@ from search.errors import UserError
 from search.results.bundles import BUNDLE_FILE, load_bundle
 from search.results.export import chosen_trial, export_model
 from search.results.reading import artifact_store_for
+from tests.helpers import FEW_DIGIT_CLASSES
 from tests.results_study import FinishedStudy, finished_study
 
 CPU = torch.device("cpu")
@@ -97,7 +98,7 @@ def test_an_export_into_an_empty_or_new_folder_writes_a_bundle(finished: Finishe
     trial = export_model(study, store, empty, device=CPU)
     assert trial.number == study.best_trial.number
     assert json.loads((empty / BUNDLE_FILE).read_text())["kind"] == "finetune"
-    assert load_bundle(empty).class_names == tuple(str(d) for d in range(10))
+    assert load_bundle(empty).class_names == FEW_DIGIT_CLASSES
 
     with pytest.raises(UserError, match=rf"^trial 999 of study '{finished.name}' is not in the study"):
         export_model(study, store, tmp_path / "new", trial_number=999, device=CPU)
