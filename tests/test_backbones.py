@@ -145,6 +145,14 @@ def test_a_created_backbone_stays_in_eval_mode() -> None:
     assert not created.stages.training and not any(m.training for m in created.stages.modules())
 
 
+def test_backbone_convolutions_run_channels_last_on_every_device(backbone: Backbone) -> None:
+    """NHWC weights make oneDNN's CPU convolutions ~1.7x faster; a plain NCHW batch comes out NHWC."""
+    kernels = [p for p in backbone.tap_model().parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    out = backbone.stage_range(0, 3)(torch.zeros(2, 3, 32, 32))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
 def test_coarse_stages_are_those_at_the_last_resolution(backbone: Backbone) -> None:
     # EfficientNet-Lite0 reaches stride 32 at block6: block6, block7 and conv_head are cheap to train on a CPU
     assert {cut: backbone.coarse_stages(cut) for cut in backbone.cut_points} == {

@@ -44,9 +44,7 @@ class FrozenPrefixCache:
     def run_prefix(self, images: torch.Tensor, frozen_stages: int) -> torch.Tensor:
         """Normalise uint8 images and run them through the first `frozen_stages` stages."""
         x = normalize(images.to(self.device, non_blocking=True), self.backbone)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone.stage_range(0, frozen_stages)(x)
+        return self.backbone.stage_range(0, frozen_stages)(x)  # NHWC from the first convolution on: see create_backbone
 
     def get(self, frozen_stages: int) -> torch.Tensor | None:
         """Activations [N, C, H, W] for all images, or None when they would not fit the budget."""

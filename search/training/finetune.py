@@ -130,8 +130,6 @@ class _Network:
         reinitialise(self.trunk, config.reinit_blocks)
         channels = backbone.channels_at(config.cut)
         self.head = head_for(config, channels, data.num_classes).to(self.device)
-        if self.device.type == "cuda":
-            self.trunk = self.trunk.to(memory_format=torch.channels_last)
         self.images, self.labels = data.images, data.labels.to(self.device)
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
