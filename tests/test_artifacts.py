@@ -25,7 +25,6 @@ from search.study.artifacts import (
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.record import TEST_ATTR, trial_artifacts
 from search.training.core import EpochMetrics, Status, TrialResult
-from tests.helpers import FEW_DIGIT_CLASSES
 from tests.results_study import FinishedStudy, finished_study, png_ok
 
 
@@ -86,7 +85,7 @@ def test_stored_test_part_is_the_study_test_split(study: FinishedStudy) -> None:
     images, labels = stored_test_part(loaded)
     storage = loaded._storage
     split = storage.get_study_system_attrs(loaded._study_id)["data_split"]
-    digits = open_source("digits", root=Path("studies/datasets"), classes=FEW_DIGIT_CLASSES)
+    digits = open_source("digits", root=Path("studies/datasets"), classes=loaded.user_attrs["spec"]["classes"])
     same = decode_source(digits, image_size=32).with_split(split)
     expected_images, expected_labels = same.part(TEST)
     assert torch.equal(labels, expected_labels)

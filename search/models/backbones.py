@@ -157,8 +157,9 @@ def create_backbone(name: str, *, pretrained: str = "imagenet", weights_file: Pa
     backbone = _REGISTRY[name](pretrained, weights_file)
     # oneDNN (CPU) and cuDNN both convolve NHWC fastest: EfficientNet-Lite0 at 224 px on 2 CPU cores runs
     # 1.7x faster forward and 1.1-1.7x forward+backward per stage; activations then stay NHWC through the network.
-    backbone.tap_model().to(memory_format=torch.channels_last)
-    freeze(backbone.tap_model())
+    shared = backbone.tap_model()
+    shared.to(memory_format=torch.channels_last)
+    freeze(shared)
     backbone.stages.eval()  # the ModuleDict too: channels_at restores its mode onto every stage
     return backbone
 
