@@ -42,6 +42,7 @@ def test_fixed_trial_gives_the_exact_config() -> None:
         "opt_sgd_lr": 0.01,
         "unfreeze_blocks": 2,
         "unfreeze_lr_factor": 0.1,
+        "unfreeze_train_bn": False,
         "unfreeze_layer_decay": 0.8,
         "unfreeze_staged": True,
         "unfreeze_probe_epochs": 4,
@@ -64,6 +65,7 @@ def test_fixed_trial_gives_the_exact_config() -> None:
         augment="light",
         layer_decay=0.8,
         label_smoothing=0.1,
+        train_bn=False,
     )
 
 
@@ -115,6 +117,8 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
         assert ("unfreeze_lr_factor" in params) == (config.unfreeze_blocks > 0)
         assert ("unfreeze_probe_epochs" in params) == (config.head_only_epochs > 0)
         assert ("unfreeze_layer_decay" in params) == (config.unfreeze_blocks > 1)
+        assert ("unfreeze_train_bn" in params) == (config.unfreeze_blocks > 0)
+        assert config.train_bn or config.unfreeze_blocks > 0
         assert ("head_width" in params) == ("head_batchnorm" in params) == (config.head_depth > 0)
         assert config.momentum == (SGD_MOMENTUM if config.optimizer == "sgd" else 0.0)
         assert config.unfreeze_blocks <= CTX.max_unfreeze[config.cut]
@@ -182,3 +186,14 @@ def test_cpu_trains_only_stages_at_the_coarsest_resolution() -> None:
     configs = [get_space("finetune").suggest(study.ask(), cpu) for _ in range(40)]
     assert {c.unfreeze_blocks for c in configs if c.cut == "block5"} == {0}
     assert {c.unfreeze_blocks for c in configs if c.cut == "block7"} == {0, 1, 2}
+
+
+def test_cpu_trains_every_stage_when_the_training_pixels_fit_its_budget() -> None:
+    # 340 photos at 224 px (17 M pixels) fit the CPU budget: an epoch of the whole network costs seconds
+    photos = dataclasses.replace(
+        CTX, device="cpu", train_size=340, image_size=224, coarse_stages={"block5": 0, "block7": 2}
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    configs = [get_space("finetune").suggest(study.ask(), photos) for _ in range(60)]
+    assert max(c.unfreeze_blocks for c in configs if c.cut == "block7") > 2
+    assert {c.train_bn for c in configs if c.unfreeze_blocks > 0} == {False, True}

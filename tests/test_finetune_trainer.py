@@ -16,7 +16,15 @@ from search.models.backbones import Backbone
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig
 from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings
-from search.training.finetune import _Network, _probe, head_for, parameter_groups, train_finetune, warmup_cosine
+from search.training.finetune import (
+    _Network,
+    _probe,
+    _train_epoch,
+    head_for,
+    parameter_groups,
+    train_finetune,
+    warmup_cosine,
+)
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)
 HEAD_ONLY = FinetuneConfig(
@@ -134,6 +142,29 @@ def test_lp_ft_starts_fine_tuning_from_a_fitted_head(small_digits: Dataset, back
         for config in (joint, staged)
     ]
     assert first_epoch[1].val_loss < first_epoch[0].val_loss
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_unfrozen_batch_norm_keeps_its_statistics_unless_asked(
+    small_digits: Dataset, backbone: Backbone, train_bn: bool
+) -> None:
+    config = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=2, train_bn=train_bn)
+    net = _Network(config, small_digits, backbone, FrozenPrefixCache(backbone, small_digits, SETTINGS.device), SETTINGS)
+
+    def statistics() -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in net.trunk.state_dict().items() if "running_" in k}
+
+    before = statistics()
+    assert before  # the unfrozen stages hold batch norm layers
+    scales = [m.weight for m in net.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    scales_before = [w.detach().clone() for w in scales]
+    optimizer = torch.optim.Adam(net.trunk.parameters(), lr=1e-3)
+    index = torch.from_numpy((small_digits.split == TRAIN).nonzero()[0])
+    _train_epoch(net, optimizer, warmup_cosine(optimizer, 10), index, config, torch.Generator(), nullcontext())
+    kept = [torch.equal(before[k], v) for k, v in statistics().items()]
+    assert not any(kept) if train_bn else all(kept)
+    # the scales train either way: only the running statistics are kept
+    assert not any(torch.equal(a, b) for a, b in zip(scales_before, scales, strict=True))
 
 
 def test_warmup_then_cosine_decay() -> None:

@@ -130,6 +130,7 @@ class _Network:
         reinitialise(self.trunk, config.reinit_blocks)
         channels = backbone.channels_at(config.cut)
         self.head = head_for(config, channels, data.num_classes).to(self.device)
+        self.train_bn = config.train_bn or config.reinit_blocks > 0  # re-initialised stages have no statistics to keep
         self.images, self.labels = data.images, data.labels.to(self.device)
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
@@ -152,6 +153,15 @@ class _Network:
         if augment is not None:
             images = augment(images)
         return self.cache.run_prefix(images, stages)
+
+    def train_mode(self, *, probe: bool) -> None:
+        """Head in training mode; the trunk too unless probing, its batch norm only if the config says so."""
+        self.head.train()
+        self.trunk.train(not probe)
+        if not probe and not self.train_bn:
+            for module in self.trunk.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """A copy of what this trial trained: the unfrozen stages ("trunk.") and the head ("head.")."""
@@ -251,8 +261,7 @@ def _train_epoch(
     *,
     probe: bool = False,
 ) -> tuple[float, float]:
-    net.head.train()
-    net.trunk.train(not probe)
+    net.train_mode(probe=probe)
     loss_sum, correct, seen = 0.0, 0, 0
     for batch in _batches(len(index), config.batch_size, generator):
         items = index[batch]
