@@ -178,6 +178,8 @@ def test_config_from_dict_is_strict() -> None:
         config_from_dict(FinetuneConfig, values | {"head_width": "wide"})
     with pytest.raises(UserError, match="optimizer must be one of"):
         config_from_dict(FinetuneConfig, values | {"optimizer": "lbfgs"})
+    with pytest.raises(UserError, match="out-of-range train_bn"):  # re-initialised stages have no statistics to keep
+        config_from_dict(FinetuneConfig, values | {"reinit_blocks": 1, "train_bn": False})
 
 
 def test_cpu_trains_only_stages_at_the_coarsest_resolution() -> None:

@@ -89,6 +89,7 @@ class FinetuneConfig:
             "layer_decay": 0.0 < self.layer_decay <= 1.0,
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
             "reinit_blocks": self.reinit_blocks >= 0,
+            "train_bn": self.train_bn or self.reinit_blocks == 0,  # re-initialised stages have no statistics to keep
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

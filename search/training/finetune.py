@@ -130,7 +130,7 @@ class _Network:
         reinitialise(self.trunk, config.reinit_blocks)
         channels = backbone.channels_at(config.cut)
         self.head = head_for(config, channels, data.num_classes).to(self.device)
-        self.train_bn = config.train_bn or config.reinit_blocks > 0  # re-initialised stages have no statistics to keep
+        self.train_bn = config.train_bn
         self.images, self.labels = data.images, data.labels.to(self.device)
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
