@@ -15,7 +15,7 @@ from search.kinds import kind_names
 from search.training.configs import SpaceContext
 
 Suggest = Callable[[optuna.trial.BaseTrial, SpaceContext], Any]
-FirstTrial = Callable[[SpaceContext], dict[str, Any]]  # parameters of a known-good recipe, tried first
+FirstTrials = Callable[[SpaceContext], list[dict[str, Any]]]  # parameters of known-good recipes, tried first
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,14 @@ class Space:
     suggest: Suggest
     summary: str
     kind: str = "finetune"  # the study kind it proposes configs for (search.kinds), which prepares the data and trains
-    first_trial: FirstTrial | None = None  # enqueued on a new study so no search ends below the standard recipe
+    first_trials: FirstTrials | None = None  # enqueued on a new study, in order, so no search ends below them
 
 
 _REGISTRY: dict[str, Space] = {}
 
 
 def register_space(
-    name: str, *, kind: str = "finetune", first_trial: FirstTrial | None = None
+    name: str, *, kind: str = "finetune", first_trials: FirstTrials | None = None
 ) -> Callable[[Suggest], Suggest]:
     """Register `suggest` under `name`; registering a name twice is an error."""
     if kind not in kind_names():
@@ -43,7 +43,7 @@ def register_space(
         if name in _REGISTRY:
             raise ValueError(f"search space '{name}' is already registered")
         summary = next(iter((suggest.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind, first_trial=first_trial)
+        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind, first_trials=first_trials)
         return suggest
 
     return add

@@ -34,7 +34,11 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     }
 
 
-@register_space("features", kind="features", first_trial=standard_recipe)
+def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
+    return [standard_recipe(ctx)]
+
+
+@register_space("features", kind="features", first_trials=first_trials)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     """Which layers to tap (one on/off choice per layer, so the sampler learns which help), then a classifier."""
     layers, pooling, l2 = [], [], []

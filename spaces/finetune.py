@@ -12,10 +12,6 @@ from spaces._registry import register_space
 
 HEAD_WIDTHS = (64, 128, 256, 512)  # the seeds tried 64..512 units; wider overfits small sets
 BATCH_SIZES = (16, 32, 64, 128, 256)  # a few hundred photos give few steps an epoch at 64+; 256 only for big sets
-SMALL_IMAGES = 64  # at or below this side a CPU trains through every stage in seconds an epoch
-CPU_MAX_UNFREEZE = 2  # on a CPU at most the last 2 stages at the coarsest resolution. Offering every stage
-# (flowers-mini, 224 px, 2 cores, 20 trials) took 9.5 min instead of 4 and found less (91.5% val against 93.0%):
-# finer stages cost 2-3x a trial and thin out 20 trials; a GPU may unfreeze all
 SGD_LR = (1e-4, 1e-1)  # effective rate lr / (1 - momentum) of 1e-3..1, the span of best rates across data sets
 ADAM_LR = (1e-5, 1e-2)
 PROBE_EPOCHS = (2, 10)  # LP passes over cached features: cheap, and a well-fitted head is what LP-FT needs
@@ -26,14 +22,7 @@ def batch_sizes_for(ctx: SpaceContext) -> list[int]:
     return [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
 
 
-def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
-    """The transfer-learning recipe a practitioner would run by hand, tried first in every study.
-
-    A linear head on the deepest features, fitted first on the cached frozen features (LP), then the
-    last stage fine-tuned with it (FT) under light augmentation, AdamW at 1e-3 with warm-up and
-    cosine decay. On flowers-mini it reached 91.5-93% val at 224 px in under a minute on 2 CPU cores.
-    """
-    cut = ctx.cut_points[-1]
+def _common(ctx: SpaceContext, cut: str) -> dict[str, Any]:
     batch_sizes = batch_sizes_for(ctx)
     return {
         "backbone_cut": cut,
@@ -42,18 +31,48 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
         "loss_label_smoothing": 0.1,  # the common fine-tuning default (timm, torchvision's recipes)
         "opt_weight_decay": 1e-4,
         "opt_name": "adamw",
-        "opt_adam_lr": 1e-3,
         "batch_size": 16 if 16 in batch_sizes else batch_sizes[0],  # many steps per epoch on small sets
-        "unfreeze_blocks": min(1, ctx.max_unfreeze[cut]),  # the last stage: most of the gain, little of the cost
-        "unfreeze_lr_factor": 1.0,  # the probe already fitted the head, so the stage may move at the same rate
-        "unfreeze_train_bn": True,  # one stage adapts its batch norm to the new photos (val loss 0.30 vs 0.34 kept)
-        "unfreeze_staged": True,
-        "unfreeze_probe_epochs": 5,
-        "augment": "light",
-    } | ({"reinit_blocks": 0} if ctx.transferred else {})
+    }
 
 
-@register_space("finetune", first_trial=standard_recipe)
+def linear_probe(ctx: SpaceContext) -> dict[str, Any]:
+    """A linear head on the frozen network's deepest features: one cached pass of the images, then seconds.
+
+    The baseline every transfer study reports; tried first, so no study ends below it.
+    """
+    return _common(ctx, ctx.cut_points[-1]) | {"opt_adam_lr": 3e-3, "unfreeze_blocks": 0, "augment": "none"}
+
+
+def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
+    """The transfer-learning recipe a practitioner would run by hand, tried second in every study.
+
+    A linear head on the deepest features, fitted first on the cached frozen features (LP), then the
+    last stage fine-tuned with it (FT), AdamW at 1e-3 with warm-up and cosine decay, under light
+    augmentation where the device affords augmented epochs (search.study.planning), else on the cache.
+    """
+    cut = ctx.cut_points[-1]
+    unfreeze = min(1, ctx.max_unfreeze[cut])  # the last stage: most of the gain, little of the cost
+    return (
+        _common(ctx, cut)
+        | {
+            "opt_adam_lr": 1e-3,
+            "unfreeze_blocks": unfreeze,
+            "unfreeze_lr_factor": 1.0,  # the probe already fitted the head, so the stage may move at the same rate
+            "unfreeze_train_bn": True,  # one stage adapts its batch norm to the new photos
+            "unfreeze_staged": True,
+            "unfreeze_probe_epochs": 5,
+            "augment": "light" if ctx.augments(cut, unfreeze) else "none",
+        }
+        | ({"reinit_blocks": 0} if ctx.transferred else {})
+    )
+
+
+def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
+    """The probe (seconds), then the standard recipe: the floor every study starts from."""
+    return [linear_probe(ctx), standard_recipe(ctx)]
+
+
+@register_space("finetune", first_trials=first_trials)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
     cut = trial.suggest_categorical("backbone_cut", list(ctx.cut_points))
@@ -71,10 +90,8 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     batch_size = trial.suggest_categorical("batch_size", batch_sizes)
 
     max_unfreeze = ctx.max_unfreeze[cut]
-    max_reinit = max_unfreeze - 1
-    if ctx.device == "cpu" and ctx.image_size > SMALL_IMAGES:
-        max_unfreeze = min(CPU_MAX_UNFREEZE, ctx.coarse_stages.get(cut, max_unfreeze))
-        max_reinit = 0  # re-initialising trains every stage up to the cut: the cost the cap above avoids
+    # re-initialising trains every stage up to the cut: only where the device affords that much
+    max_reinit = max_unfreeze - 1 if max_unfreeze >= ctx.stages.get(cut, max_unfreeze) else 0
     # Another trial's network: its first stages may start again from random weights, then all stages train.
     reinit_blocks = 0
     if ctx.transferred and max_reinit > 0:
@@ -90,9 +107,11 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
         if trial.suggest_categorical("unfreeze_staged", [False, True]):  # LP-FT
             probe_epochs = trial.suggest_int("unfreeze_probe_epochs", *PROBE_EPOCHS)
     # Augmenting a frozen backbone runs every image through all of it every epoch: minutes a trial on a CPU,
-    # where the cached frozen features make such a trial take seconds; a GPU may afford it.
+    # where the cached frozen features make such a trial take seconds; a GPU may afford it. Wherever augmented
+    # epochs would not fit a trial's time (search.study.planning), trials read the cache instead.
     augment = "none"
-    if unfreeze_blocks > 0 or reinit_blocks > 0 or ctx.device != "cpu":
+    trained = max_unfreeze if reinit_blocks else unfreeze_blocks  # stages this trial trains
+    if (trained > 0 or ctx.device != "cpu") and ctx.augments(cut, trained):
         augment = trial.suggest_categorical("augment", list(AUGMENTATIONS))
     return FinetuneConfig(
         cut=cut,

@@ -53,7 +53,11 @@ def users_cnn(ctx: SpaceContext) -> dict[str, Any]:
     }
 
 
-@register_space("scratch", kind="scratch", first_trial=users_cnn)
+def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
+    return [users_cnn(ctx)]
+
+
+@register_space("scratch", kind="scratch", first_trials=first_trials)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> ScratchConfig:
     """A small CNN from scratch: conv blocks, kernel, batch norm, pooling, dense layers and the optimiser, jointly."""
     device = "cpu" if ctx.device == "cpu" else "cuda"

@@ -108,7 +108,8 @@ def test_the_standard_recipe_is_a_logreg_on_the_deepest_layer() -> None:
     assert config == FeaturesConfig(
         layers=("conv_head",), pooling=("avg",), l2_normalize=(True,), pca_dims=0, classifier="logreg", logreg_c=0.1
     )
-    assert get_space("features").first_trial is standard_recipe, "what a new features study tries first"
+    first_trials = get_space("features").first_trials
+    assert first_trials is not None and first_trials(CTX) == [params], "what a new features study tries first"
 
 
 def test_the_standard_recipe_is_in_the_space() -> None:

@@ -74,23 +74,35 @@ def test_sgd_learning_rates_span_at_least_three_decades() -> None:
 
 
 @pytest.mark.parametrize("ctx", [CTX, dataclasses.replace(CTX, device="cpu", train_size=40)])
-def test_the_standard_recipe_is_a_valid_first_trial(ctx: SpaceContext) -> None:
+def test_a_study_starts_with_the_probe_then_the_standard_recipe(ctx: SpaceContext) -> None:
     space = get_space("finetune")
-    assert space.first_trial is not None
-    params = space.first_trial(ctx)
-    config = space.suggest(optuna.trial.FixedTrial(params), ctx)
-    assert config.cut == ctx.cut_points[-1] and config.head_depth == 0 and config.unfreeze_blocks == 1
-    assert config.head_only_epochs > 0 and config.augment != "none"  # LP-FT with augmentation
-    assert config.batch_size <= max(16, ctx.train_size // 4)
+    assert space.first_trials is not None
+    probe, recipe = (space.suggest(optuna.trial.FixedTrial(p), ctx) for p in space.first_trials(ctx))
+    assert probe.cut == ctx.cut_points[-1] and probe.head_depth == 0 and probe.unfreeze_blocks == 0
+    assert probe.augment == "none"  # a linear head on the cached frozen features: seconds
+    assert recipe.cut == ctx.cut_points[-1] and recipe.head_depth == 0 and recipe.unfreeze_blocks == 1
+    assert recipe.head_only_epochs > 0 and recipe.augment != "none"  # LP-FT with augmentation
+    assert recipe.batch_size <= max(16, ctx.train_size // 4)
 
 
-def test_a_study_starts_with_the_standard_recipe(tmp_path: Path) -> None:
+def test_the_standard_recipe_reads_the_cache_where_augmented_epochs_cost_too_much() -> None:
+    slow = dataclasses.replace(CTX, device="cpu", augment_up_to={"block5": -1, "block7": 0})
+    space = get_space("finetune")
+    assert space.first_trials is not None
+    recipe = space.suggest(optuna.trial.FixedTrial(space.first_trials(slow)[1]), slow)
+    assert (recipe.unfreeze_blocks, recipe.head_only_epochs > 0, recipe.augment) == (1, True, "none")
+
+
+def test_the_first_trials_are_what_a_new_study_asks_first(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
     space = get_space("finetune")
-    assert space.first_trial is not None
-    study.enqueue_trial(space.first_trial(CTX), skip_if_exists=True)
-    trial = study.ask()
-    assert space.suggest(trial, CTX) == space.suggest(optuna.trial.FixedTrial(space.first_trial(CTX)), CTX)
+    assert space.first_trials is not None
+    for params in space.first_trials(CTX):
+        study.enqueue_trial(params, skip_if_exists=True)
+    for params in space.first_trials(CTX):
+        trial = study.ask()
+        assert space.suggest(trial, CTX) == space.suggest(optuna.trial.FixedTrial(params), CTX)
+        study.tell(trial, 0.0)
 
 
 def test_frozen_backbone_asks_no_unfreezing_parameters() -> None:
@@ -124,11 +136,10 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
         assert config.unfreeze_blocks <= CTX.max_unfreeze[config.cut]
 
 
-def test_cpu_keeps_unfreezing_shallow() -> None:
+def test_a_frozen_backbone_on_a_cpu_never_augments() -> None:
     cpu = SpaceContext(**{**CTX.__dict__, "device": "cpu"})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     configs = [get_space("finetune").suggest(study.ask(), cpu) for _ in range(40)]
-    assert {config.unfreeze_blocks for config in configs} == {0, 1, 2}
     # a frozen backbone on a CPU trains on cached features: augmenting would rerun the whole network every epoch
     assert all(config.augment == "none" for config in configs if config.unfreeze_blocks == 0)
 
@@ -182,9 +193,13 @@ def test_config_from_dict_is_strict() -> None:
         config_from_dict(FinetuneConfig, values | {"reinit_blocks": 1, "train_bn": False})
 
 
-def test_cpu_trains_only_stages_at_the_coarsest_resolution() -> None:
-    cpu = dataclasses.replace(CTX, device="cpu", coarse_stages={"block5": 0, "block7": 2})
+def test_the_space_offers_what_the_plan_affords() -> None:
+    planned = dataclasses.replace(
+        CTX, device="cpu", max_unfreeze={"block5": 0, "block7": 2}, augment_up_to={"block5": -1, "block7": 1}
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
-    configs = [get_space("finetune").suggest(study.ask(), cpu) for _ in range(40)]
+    configs = [get_space("finetune").suggest(study.ask(), planned) for _ in range(60)]
     assert {c.unfreeze_blocks for c in configs if c.cut == "block5"} == {0}
     assert {c.unfreeze_blocks for c in configs if c.cut == "block7"} == {0, 1, 2}
+    assert {c.augment for c in configs if c.cut == "block5" or c.unfreeze_blocks != 1} == {"none"}
+    assert len({c.augment for c in configs if c.cut == "block7" and c.unfreeze_blocks == 1}) > 1

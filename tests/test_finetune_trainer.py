@@ -90,14 +90,14 @@ def test_frozen_prefix_is_computed_once_and_shared_weights_never_change(
     train_finetune(
         dataclasses.replace(HEAD_ONLY, head_width=64), small_digits, backbone, NullReporter(), settings, cache=cache
     )
-    assert cache.extractions == 1  # the second head-only trial reused the first one's activations
+    assert cache.held() == [(6, 1)]  # the cut's output, pooled as the head pools it; the second trial reused it
     unfrozen = dataclasses.replace(HEAD_ONLY, unfreeze_blocks=2, backbone_lr_factor=0.5, head_only_epochs=0)
     result = train_finetune(unfrozen, small_digits, backbone, NullReporter(), settings, cache=cache)
-    assert cache.extractions == 2  # a shorter frozen prefix is a new entry
+    assert cache.held() == [(6, 1), (4, None)]  # a shorter frozen prefix is a new entry
     train_finetune(
         dataclasses.replace(HEAD_ONLY, augment="light"), small_digits, backbone, NullReporter(), settings, cache=cache
     )
-    assert cache.extractions == 2  # augmented training runs the prefix afresh; validation reuses the entry
+    assert cache.held() == [(4, None), (6, 1)]  # augmented training runs the prefix afresh; validation reuses the entry
     assert result.model is not None and any(k.startswith("trunk.") for k in result.model)
     after = backbone.stages.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -129,7 +129,7 @@ def test_lp_ft_probe_fits_the_head_on_cached_features_and_leaves_the_trunk_alone
     trunk_before = {k: v.clone() for k, v in net.trunk.state_dict().items()}
     index = torch.from_numpy((small_digits.split == TRAIN).nonzero()[0])
     _probe(net, staged, index, torch.Generator().manual_seed(0), nullcontext(), epochs=3, steps=4)
-    assert cache.extractions == 1  # the output of every stage up to the cut, cached: no augmentation in the probe
+    assert cache.held() == [(6, 1)]  # the pooled output of every stage up to the cut: no augmentation in the probe
     assert not all(torch.equal(head_before[k], v) for k, v in net.head.state_dict().items())
     assert all(torch.equal(trunk_before[k], v) for k, v in net.trunk.state_dict().items())
 
@@ -250,3 +250,36 @@ def test_cuda_out_of_memory_fails_the_trial_with_its_reason(digits: Dataset) -> 
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert result.status is Status.OUT_OF_MEMORY
     assert "CUDA out of memory" in result.reason
+
+
+@pytest.mark.parametrize("pool", ["avg", "flatten"])
+def test_a_frozen_head_reads_the_pooled_cache_and_learns_what_it_would_on_the_full_maps(
+    small_digits: Dataset, backbone: Backbone, pool: str
+) -> None:
+    """Pooled entries are a few kilobytes an image at any size; the head's own pooling of them changes nothing."""
+    config = dataclasses.replace(HEAD_ONLY, head_pool=pool)
+    settings = dataclasses.replace(SETTINGS, max_epochs=2)
+    pooled = train_finetune(config, small_digits, backbone, NullReporter(), settings)
+    full = train_finetune(
+        config,
+        small_digits,
+        backbone,
+        NullReporter(),
+        settings,
+        cache=FrozenPrefixCache(backbone, small_digits, SETTINGS.device, budget_bytes=0),  # the maps, every batch
+    )
+    assert [round(m.val_loss, 4) for m in pooled.history] == [round(m.val_loss, 4) for m in full.history]
+
+
+def test_a_trial_past_the_deadline_ends_at_its_best_epoch_as_complete(small_digits: Dataset, backbone: Backbone) -> None:
+    settings = dataclasses.replace(SETTINGS, deadline=0.0)  # long past
+    result = train_finetune(HEAD_ONLY, small_digits, backbone, NullReporter(), settings)
+    assert result.status is Status.COMPLETE and len(result.history) == 1
+    assert result.model is not None and "time budget" in result.reason
+
+
+def test_prefixes_on_the_way_are_kept_so_deeper_ones_start_from_them(small_digits: Dataset, backbone: Backbone) -> None:
+    cache = FrozenPrefixCache(backbone, small_digits, SETTINGS.device)
+    cache.keep_on_the_way({4})
+    assert cache.get(6, grid=1) is not None
+    assert cache.held() == [(4, None), (6, 1)]

@@ -204,7 +204,7 @@ def test_sampled_trials_suggest_only_what_applies_within_the_devices_range(ctx: 
 )
 def test_the_users_cnn_is_the_first_trial_and_a_valid_one(ctx: SpaceContext, batch_size: int) -> None:
     space = get_space("scratch")
-    assert space.kind == "scratch" and space.first_trial is users_cnn
+    assert space.kind == "scratch" and space.first_trials is not None and space.first_trials(ctx) == [users_cnn(ctx)]
     params = users_cnn(ctx)
     config, trial = suggested(params, ctx)
     assert trial.params == params

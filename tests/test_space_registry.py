@@ -12,7 +12,7 @@ from search.errors import UserError
 from search.kinds import get_kind, kind_names, kind_of_config
 from search.training.configs import FeaturesConfig, FinetuneConfig, SpaceContext
 from spaces import _registry, get_space, list_spaces, register_space
-from spaces.features import standard_recipe
+from spaces.features import first_trials
 
 CTX = SpaceContext(
     backbone="efficientnet_lite0",
@@ -62,7 +62,7 @@ def test_the_bundled_spaces_are_registered_with_their_kinds() -> None:
     assert list_spaces() == sorted(list_spaces())
     assert get_space("finetune").kind == "finetune"
     features = get_space("features")
-    assert features.kind == "features" and features.first_trial is standard_recipe
+    assert features.kind == "features" and features.first_trials is first_trials
     assert features.summary and "\n" not in features.summary, "the first docstring line"
 
 
@@ -113,7 +113,7 @@ def test_a_valid_features_file_is_a_features_space(tmp_path: Path) -> None:
     assert space.name == str(path)
     assert space.kind == "features"
     assert space.summary.startswith("A linear probe on the deepest layer.")
-    assert space.first_trial is None
+    assert space.first_trials is None
     config = space.suggest(optuna.trial.FixedTrial({"clf_logreg_c": 0.5}), CTX)
     assert config == FeaturesConfig(
         layers=("block6",), pooling=("avg",), l2_normalize=(True,), pca_dims=0, classifier="logreg", logreg_c=0.5
@@ -143,10 +143,10 @@ def test_register_space_adds_a_named_space_with_its_summary() -> None:
         """
         return probe_config(ctx)
 
-    assert register_space(name, kind="features", first_trial=standard_recipe)(suggest) is suggest
+    assert register_space(name, kind="features", first_trials=first_trials)(suggest) is suggest
     space = get_space(name)
     assert (space.name, space.kind, space.summary, space.suggest) == (name, "features", "First line.", suggest)
-    assert space.first_trial is standard_recipe
+    assert space.first_trials is first_trials
     assert name in list_spaces()
 
 

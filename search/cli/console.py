@@ -17,7 +17,7 @@ from rich.table import Table
 
 from search.kinds import StudyKind
 from search.results.text import format_pairs
-from search.study.record import completed_trials, finished_count, stored_test
+from search.study.record import STOP_REASON, completed_trials, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
 
@@ -101,9 +101,21 @@ def report_command(spec: StudySpec) -> str:
     )
 
 
-def closing_message(study: optuna.Study, spec: StudySpec, seconds: float) -> str:
-    """What the run found on held-out data, and the commands to look closer."""
-    lines = [f"finished in {seconds:.0f}s."]
+def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: StudyKind) -> str:
+    """What the run found, what kind of trial won, what it spent, and the commands to look closer."""
+    spent = f"finished in {seconds:.0f}s"
+    if spec.time_budget is not None:
+        spent += f" of a {spec.time_budget:.0f}s budget"
+        stopped_by_budget = sum(STOP_REASON in t.user_attrs for t in study.get_trials(deepcopy=False))
+        if stopped_by_budget:
+            spent += f" ({stopped_by_budget} trial{'s' if stopped_by_budget > 1 else ''} ended early by it)"
+    lines = [spent + "."]
+    done = completed_trials(study)
+    if done and "config" in done[0].user_attrs:
+        best = done[0]
+        accuracy = best.user_attrs.get("val_accuracy")
+        val = f": val accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
+        lines.append(f"Best trial {best.number} ({kind.approach(best.user_attrs['config'])}){val}.")
     test = stored_test(study)  # only when it is for the current best trial
     if test is not None:
         lines.append(

@@ -263,7 +263,9 @@ def _outcome(
         return 130
     failures = [w for w in workers if w.process.returncode not in (0, 130) and w.process.returncode >= 0]
     lines = list(dict.fromkeys(w.error_line() for w in failures))  # N workers with one bad input: one line
-    complete = study is not None and (finished >= spec.trials or (spec.timeout is not None and not failures))
+    complete = study is not None and (
+        finished >= spec.trials or ((spec.timeout or spec.time_budget) is not None and not failures)
+    )
     if study is None or not complete:
         for line in lines or [f"the workers ended with {finished} of {spec.trials} finished trials"]:
             line = line if line.startswith("error:") else f"error: {line}"
@@ -275,5 +277,5 @@ def _outcome(
         console.print("scoring the best trial on the held-out test split", highlight=False)
         evaluate_from_record(study, open_artifact_store(spec.artifact_dir), device=resolve_device(spec.device))
     console.print(summary_table(study, spec, kind))
-    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False)
+    console.print(closing_message(study, spec, time.monotonic() - started, kind), highlight=False)
     return 0

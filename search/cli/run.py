@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=int,
         default=None,
-        help="square input size; default: the backbone's native size (224), or on CPU for finetune what fits a pixel budget (at least 96)",
+        help="square input size; default: the backbone's native size (224); with --pretrained none, the images' own",
     )
     parser.add_argument("--backbone", default=defaults.backbone, help=f"one of {', '.join(list_backbones())}")
     parser.add_argument(
@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=int, default=defaults.patience, help="epochs without improvement before a trial stops itself"
     )
     parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the wall time the whole command may take: trials are planned to fit, none starts that would not, "
+        "and a running one ends at its best epoch when the time is up; with --trials, whichever comes first",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help=DEVICES_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
@@ -157,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if spec.workers > 1:  # this process starts the workers, then shows their shared study as one run
             argv = sys.argv[1:] if argv is None else argv
             return run_workers(spec, argv, console, errors, verbose=args.verbose, started=started)
-        prepared = runner.prepare(spec)
+        prepared = runner.prepare(spec, started=started)
         study, spec, data = prepared.study, prepared.spec, prepared.data
         counts = data.split_counts()
         console.print(
@@ -166,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{prepared.resources.backbone.name} ({prepared.resolved.backbone_weights}) on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
             highlight=False,
         )
+        if prepared.plan is not None:
+            console.print(prepared.plan.summary(), highlight=False)
         already = finished_count(study)
         if already >= spec.trials:
             console.print(
@@ -192,7 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     console.print(summary_table(study, spec, prepared.resources.kind))
-    console.print(closing_message(study, spec, time.monotonic() - started), highlight=False, soft_wrap=True)
+    console.print(
+        closing_message(study, spec, time.monotonic() - started, prepared.resources.kind),
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 

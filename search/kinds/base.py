@@ -25,6 +25,7 @@ from search.data.sources import ImageSource
 from search.errors import UserError
 from search.models.backbones import Backbone, create_backbone
 from search.training.core import Reporter, TrainSettings, TrialResult
+from search.training.stage_costs import StageCosts
 
 Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images [N, 3, S, S] and their labels
 
@@ -124,8 +125,6 @@ class StudyKind(ABC):
     checkpoint_file: ClassVar[str]  # the file name of a trial's kept model in the artifact store
     accepts_source: ClassVar[bool] = False  # whether --from-trial may feed it another trial's network
     main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
-    # whether a CPU study shrinks its images to a pixel budget: true where every epoch runs the backbone
-    cpu_pixel_budget: ClassVar[bool] = False
     # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
     stands_on_backbone: ClassVar[bool] = True
 
@@ -141,8 +140,6 @@ class StudyKind(ABC):
             native=native,
             backbone_native=backbone.native_image_size,
             pretrained=pretrained,
-            images=images,
-            cpu_budget=self.cpu_pixel_budget and device.type == "cpu",
         )
 
     @abstractmethod
@@ -190,6 +187,14 @@ class StudyKind(ABC):
     @abstractmethod
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The parameters that tell this kind's trials apart, for one line of the console."""
+
+    def approach(self, config: dict[str, Any]) -> str:
+        """What kind of model a trial's config trains, in a few words (the closing message names the winner's)."""
+        return self.name
+
+    def stage_costs(self, prepared: Prepared, backbone: Backbone, device: torch.device) -> StageCosts | None:
+        """The study backbone's stages timed on this data, for kinds whose trials train them; None for the rest."""
+        return None
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
         """What a study of this kind stands on when --from-trial names `source`; `base` is its own backbone.

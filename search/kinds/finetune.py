@@ -36,6 +36,7 @@ from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.finetune import head_for, train_finetune, trained_span
+from search.training.stage_costs import StageCosts, measure_stage_costs
 
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
@@ -151,7 +152,6 @@ class FinetuneKind(NetworkKind):
     checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
     accepts_source = True  # trains on another trial's network: --from-trial
     main_choices = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name")
-    cpu_pixel_budget = True  # backward passes through the backbone cost minutes an epoch at 224 px on a CPU
 
     def network_parts(
         self, config: Any, backbone: Backbone, num_classes: int
@@ -164,6 +164,21 @@ class FinetuneKind(NetworkKind):
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         data = decode_source(source, image_size=inputs.image_size, cache_dir=inputs.cache_dir)
         return Prepared(data=data, shared=FrozenPrefixCache(inputs.backbone, data, inputs.device))
+
+    def approach(self, config: dict[str, Any]) -> str:
+        """Frozen head, LP-FT or stages trained: the three answers to "fine-tuning or features?"."""
+        tuned = config_from_dict(FinetuneConfig, config)
+        if tuned.reinit_blocks:
+            return f"first {tuned.reinit_blocks} stages re-initialised, every stage trained"
+        if tuned.unfreeze_blocks == 0:
+            return "frozen head"
+        stages = "the last stage" if tuned.unfreeze_blocks == 1 else f"the last {tuned.unfreeze_blocks} stages"
+        if tuned.head_only_epochs:
+            return f"LP-FT of {stages}"
+        return f"{stages} trained with the head"
+
+    def stage_costs(self, prepared: Prepared, backbone: Backbone, device: torch.device) -> StageCosts | None:
+        return measure_stage_costs(backbone, prepared.data.images, device)
 
     def train(
         self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings

@@ -46,7 +46,6 @@ class ScratchKind(NetworkKind):
     config_type = ScratchConfig
     checkpoint_file = "scratch_model.pt"  # tensors only: loads with weights_only=True
     main_choices = ("blocks", "head_pool", "batchnorm", "optimizer", "augment")
-    cpu_pixel_budget = True
     stands_on_backbone = False
 
     def network_parts(self, config: Any, backbone: Backbone, num_classes: int) -> tuple[Any, Any]:

@@ -2,7 +2,9 @@
 
 When a trial trains no augmentation, what the frozen stages produce for an image never changes, so
 running them again each epoch and each trial is wasted work. Entries are keyed by how many leading
-stages are frozen; the cache is bounded in bytes and drops the oldest entry first.
+stages are frozen and, for heads that pool first, by the grid they pool to: a pooled entry is a few
+kilobytes an image at any input size, so frozen heads read native-size features whatever the data's
+size. The cache is bounded in bytes and drops the oldest entry first.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from collections import OrderedDict
 
 import torch
+from torch import nn
 
 from search.data.dataset import Dataset
 from search.data.pixels import normalize_pixels
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_BYTES = 3 * 2**30  # a few frozen prefixes of a few thousand images; bigger sets recompute
 EXTRACT_BATCH = 256
+Key = tuple[int, int | None]  # (frozen stages, the grid their output is pooled to; None: not pooled)
 
 
 def normalize(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
@@ -28,7 +32,7 @@ def normalize(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
 
 
 class FrozenPrefixCache:
-    """Frozen-prefix activations for every image of a dataset, by number of frozen stages."""
+    """Frozen-prefix activations for every image of a dataset, by number of frozen stages (and pooling grid)."""
 
     def __init__(
         self, backbone: Backbone, data: Dataset, device: torch.device, *, budget_bytes: int = DEFAULT_BUDGET_BYTES
@@ -37,8 +41,8 @@ class FrozenPrefixCache:
         self.data = data
         self.device = device
         self.budget_bytes = budget_bytes
-        self.extractions = 0  # how many prefixes were computed: tests count these, never time them
-        self._entries: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.waypoints: set[int] = set()  # prefix depths a pass keeps on its way deeper: see keep_on_the_way
+        self._entries: OrderedDict[Key, torch.Tensor] = OrderedDict()
 
     @torch.no_grad()
     def run_prefix(self, images: torch.Tensor, frozen_stages: int) -> torch.Tensor:
@@ -46,35 +50,65 @@ class FrozenPrefixCache:
         x = normalize(images.to(self.device, non_blocking=True), self.backbone)
         return self.backbone.stage_range(0, frozen_stages)(x)  # NHWC from the first convolution on: see create_backbone
 
-    def get(self, frozen_stages: int) -> torch.Tensor | None:
-        """Activations [N, C, H, W] for all images, or None when they would not fit the budget."""
-        if frozen_stages in self._entries:
-            self._entries.move_to_end(frozen_stages)
-            return self._entries[frozen_stages]
-        probe = self.run_prefix(self.data.images[:1], frozen_stages)
-        needed = probe.numel() * probe.element_size() * len(self.data.images)
+    def fits(self, frozen_stages: int, *, grid: int | None = None) -> bool:
+        """Whether the entry for every image would fit the budget (the cost planner asks before any is built)."""
+        return self._bytes_needed(frozen_stages, grid) <= self.budget_bytes
+
+    def get(self, frozen_stages: int, *, grid: int | None = None) -> torch.Tensor | None:
+        """Activations [N, C, H, W] for all images (pooled to grid x grid if asked), or None over the budget."""
+        key = (frozen_stages, grid)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        needed = self._bytes_needed(frozen_stages, grid)
         if needed > self.budget_bytes:
             log.debug("prefix of %d stages needs %d bytes, over the cache budget", frozen_stages, needed)
             return None
-        activations = self._compute(frozen_stages)
-        self.extractions += 1
+        activations = self._compute(frozen_stages, grid)
         while self._entries and self._bytes() + needed > self.budget_bytes:
             self._entries.popitem(last=False)
-        self._entries[frozen_stages] = activations
+        self._entries[key] = activations
         return activations
 
+    def keep_on_the_way(self, depths: set[int]) -> None:
+        """Keep the output of these depths whenever a deeper entry is computed through them (when they fit).
+
+        The study's trials need prefixes of several depths; each one computed from the pixels is a
+        full pass of the expensive high-resolution stages, each one from a kept shallower one is not.
+        """
+        self.waypoints = set(depths)
+
+    def held(self) -> list[Key]:
+        """The entries held now, oldest first: what a trial will read instead of running the stages."""
+        return list(self._entries)
+
+    def _bytes_needed(self, frozen_stages: int, grid: int | None) -> int:
+        probe = self.run_prefix(self.data.images[:1], frozen_stages)
+        if grid is not None:
+            probe = nn.functional.adaptive_avg_pool2d(probe, grid)
+        return probe.numel() * probe.element_size() * len(self.data.images)
+
     @torch.no_grad()
-    def _compute(self, frozen_stages: int) -> torch.Tensor:
-        """From the deepest shorter prefix already cached, running only the stages after it; else from the pixels.
+    def _compute(self, frozen_stages: int, grid: int | None) -> torch.Tensor:
+        """From the deepest shorter unpooled prefix already cached, running only the stages after it; else the pixels.
 
         Trials that cut or unfreeze at different depths each need their own prefix: on 600 photos at
         224 px, every prefix from the pixels cost a pass of the expensive high-resolution stages.
+        A pooled entry is pooled batch by batch, so the full maps it comes from are never all held.
         """
-        start = max((stages for stages in self._entries if stages < frozen_stages), default=0)
-        if not start:
-            return torch.cat([self.run_prefix(batch, frozen_stages) for batch in self.data.images.split(EXTRACT_BATCH)])
-        rest = self.backbone.stage_range(start, frozen_stages)
-        return torch.cat([rest(batch) for batch in self._entries[start].split(EXTRACT_BATCH)])
+        usable = [stages for stages, pooled in self._entries if pooled is None and stages <= frozen_stages]
+        start = max(usable, default=0)
+        on_the_way = [depth for depth in self.waypoints if start < depth < frozen_stages and self.fits(depth)]
+        if on_the_way and self.get(min(on_the_way)) is not None:
+            start = min(on_the_way)
+        if start:
+            rest = self.backbone.stage_range(start, frozen_stages)
+            batches = (rest(batch) for batch in self._entries[(start, None)].split(EXTRACT_BATCH))
+        else:
+            batches = (self.run_prefix(batch, frozen_stages) for batch in self.data.images.split(EXTRACT_BATCH))
+        if grid is not None:
+            batches = (nn.functional.adaptive_avg_pool2d(batch, grid) for batch in batches)
+        return torch.cat(list(batches))
 
     def _bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._entries.values())

@@ -16,7 +16,7 @@ from search.models.backbones import Backbone
 from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
 from search.study.costs import CostMeter
-from search.study.record import FAIL_REASON
+from search.study.record import FAIL_REASON, STOP_REASON
 from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> N
             "train_accuracy": best.train_accuracy,
         }
     if result.reason:
-        attrs["prune_reason" if result.status is Status.PRUNED else FAIL_REASON] = result.reason
+        reason_attr = {Status.PRUNED: "prune_reason", Status.COMPLETE: STOP_REASON}.get(result.status, FAIL_REASON)
+        attrs[reason_attr] = result.reason
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 

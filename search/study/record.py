@@ -20,14 +20,17 @@ from search.data.sources import class_counts
 from search.errors import UserError
 from search.kinds import SourceTrial, StudyKind, get_kind, kind_of_values
 from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
+from search.training.stage_costs import StageCosts
 
 SPEC_ATTR = "spec"  # user attribute: the StudySpec as asked for (password masked)
 RESOLVED_ATTR = "resolved"  # user attribute: what the runner decided (kind, device, image size, weights, normalisation)
 DATA_ATTR = "data"  # user attribute: the data's name, fingerprint, classes and counts
 TEST_ATTR = "test_evaluation"  # user attribute: the best trial's scores on the test split
+STAGE_COSTS_ATTR = "stage_costs"  # user attribute: per device type, each backbone stage's measured cost
 SPLIT_ATTR = "data_split"  # system attribute: the split, one character per item; every worker needs it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what studies from before the normalisation was recorded all used
 IMAGENET_STD = (0.229, 0.224, 0.225)
+STOP_REASON = "stop_reason"  # trial user attribute: why a complete trial ended before --max-epochs (the budget)
 FAIL_REASON = "fail_reason"  # trial user attribute: why it failed, on its console line and in the dashboard
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -187,6 +190,19 @@ def record_of(study: optuna.Study) -> StudyRecord:
 def write_setup(study: optuna.Study, spec: dict[str, Any], resolved: Resolved) -> None:
     study.set_user_attr(SPEC_ATTR, spec)
     study.set_user_attr(RESOLVED_ATTR, resolved.to_record())
+
+
+def read_stage_costs(study: optuna.Study, device: str) -> StageCosts | None:
+    """The stage costs measured for this study on a device of this type, if a run measured them."""
+    record = study.user_attrs.get(STAGE_COSTS_ATTR, {}).get(device)
+    return StageCosts.from_record(record) if record else None
+
+
+def write_stage_costs(study: optuna.Study, costs: StageCosts) -> None:
+    """Keep the measurement, so that every worker and resume on this kind of device plans the same trials."""
+    study.set_user_attr(
+        STAGE_COSTS_ATTR, study.user_attrs.get(STAGE_COSTS_ATTR, {}) | {costs.device: costs.to_record()}
+    )
 
 
 def claim_split(study: optuna.Study, data: Dataset) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,12 +20,21 @@ from search.data.dataset import SPLIT_CODES, Dataset, stratified_split
 from search.data.sizing import typical_size
 from search.data.sources import TRAIN, ImageSource, open_source
 from search.errors import StudyAborted, UserError
-from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
+from search.kinds import KindInputs, Prepared, SourceTrial, StudyKind, get_kind
 from search.models.backbones import Backbone
+from search.models.prefix_cache import FrozenPrefixCache
 from search.study.artifacts import open_artifact_store
 from search.study.costs import CostMeter
 from search.study.evaluation import finish_study
 from search.study.objective import Resources, TrialFailed, make_objective
+from search.study.planning import (
+    FINISH_S,
+    Budget,
+    StopBeforeOverrun,
+    TrialPlan,
+    plan_trials,
+    trial_allowance,
+)
 from search.study.record import (
     FAIL_REASON,
     Resolved,
@@ -31,13 +42,17 @@ from search.study.record import (
     claim_split,
     read_record,
     read_source_trial,
+    read_stage_costs,
     write_setup,
+    write_stage_costs,
 )
 from search.study.spec import IDENTITY_FIELDS, StudySpec
 from search.study.storage import open_storage
 from search.study.workers import StopWhenCovered, rounds, tagged, worker_seed
 from search.training.configs import SpaceContext
 from search.training.core import TrainSettings, resolve_device
+from search.training.finetune import trained_span
+from search.training.stage_costs import StageCosts, Workload, trial_seconds
 from spaces import Space, get_space
 
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
@@ -55,6 +70,8 @@ class PreparedStudy:
     space: Space
     context: SpaceContext
     resources: Resources
+    plan: TrialPlan | None = None  # what the trials may cost (network kinds); None: not planned
+    budget: Budget | None = None  # --time-budget, counted from the command's start
 
     @property
     def data(self) -> Dataset:
@@ -241,13 +258,15 @@ def _trained_on_by(source: SourceTrial, data: Dataset) -> np.ndarray:
     return np.fromiter((key in trained for key in data.keys), dtype=bool, count=len(data.keys))
 
 
-def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...]) -> SpaceContext:
+def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...], plan: TrialPlan | None) -> SpaceContext:
     backbone = opened.backbone
+    stages = {cut: backbone.max_unfreeze(cut) for cut in backbone.cut_points}
     return SpaceContext(
         backbone=backbone.name,
         cut_points=backbone.cut_points,
-        max_unfreeze={cut: backbone.max_unfreeze(cut) for cut in backbone.cut_points},
-        coarse_stages={cut: backbone.coarse_stages(cut) for cut in backbone.cut_points},
+        max_unfreeze=plan.max_unfreeze if plan else stages,
+        augment_up_to=plan.augment_up_to if plan else {},
+        stages=stages,
         num_classes=data.num_classes,
         train_size=data.split_counts()["train"],
         device=opened.device.type,
@@ -257,8 +276,37 @@ def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...]) ->
     )
 
 
-def prepare(spec: StudySpec) -> PreparedStudy:
-    """Open the study and build its kind's data and caches once for this process."""
+def _plan(
+    spec: StudySpec, opened: _Opened, study: optuna.Study, prepared: Prepared, budget: Budget | None
+) -> tuple[TrialPlan | None, StageCosts | None]:
+    """What the study's trials may cost on this device: its stages timed once (recorded on the study), then planned."""
+    device = opened.device
+    costs = read_stage_costs(study, device.type)
+    if costs is None or costs.image_size != prepared.data.image_size:
+        costs = opened.kind.stage_costs(prepared, opened.backbone, device)
+        if costs is None:
+            return None, None
+        write_stage_costs(study, costs)
+    data = prepared.data
+    counts = data.split_counts()
+    cache = prepared.shared
+    work = Workload(counts["train"], counts["val"], spec.max_epochs, cached=lambda stages: cache.fits(stages))
+    allowance = trial_allowance(costs, len(data.labels), budget_left=budget.left() if budget else None)
+    plan = plan_trials(costs, opened.backbone, work, allowance=allowance, image_size=data.image_size)
+    if isinstance(cache, FrozenPrefixCache):  # each cut's shallowest planned prefix, so deeper ones start from it
+        backbone = opened.backbone
+        cache.keep_on_the_way({backbone.stage_index(c) + 1 - depth for c, depth in plan.max_unfreeze.items()})
+    return plan, costs
+
+
+def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
+    """Open the study and build its kind's data and caches once for this process.
+
+    `started` (time.monotonic()) is when the command began: --time-budget counts from there.
+    """
+    budget = (
+        Budget(spec.time_budget, started if started is not None else time.monotonic()) if spec.time_budget else None
+    )
     keep_freed_memory()  # every batch allocates the same big tensors: reuse them instead of faulting pages in
     opened = _open(spec)
     resolved = _resolve(spec, opened)
@@ -287,21 +335,59 @@ def prepare(spec: StudySpec) -> PreparedStudy:
     if opened.stored is None or opened.stored.split is None:  # this process made the split: record it, unless beaten
         data = data.with_split(claim_split(study, data))
     write_setup(study, spec.to_record(), resolved)
-    context = _context(opened, data, prepared.feature_layers)
-    if opened.stored is None and opened.space.first_trial is not None:  # a new study starts from the known-good recipe
-        study.enqueue_trial(opened.space.first_trial(context), skip_if_exists=True)
+    prepared = replace(prepared, data=data)
+    plan, costs = _plan(spec, opened, study, prepared, budget)
+    context = _context(opened, data, prepared.feature_layers, plan)
+    first = opened.space.first_trials(context) if opened.space.first_trials is not None else []
+    if budget is not None:
+        _check_budget(spec, budget, first, context, costs, opened, prepared)
+    if opened.stored is None:  # a new study starts from the known-good recipes
+        for params in first:
+            study.enqueue_trial(params, skip_if_exists=True)
     settings = TrainSettings(
-        max_epochs=spec.max_epochs, patience=spec.patience, device=opened.device, seed=spec.seed, metric=spec.metric
+        max_epochs=spec.max_epochs,
+        patience=spec.patience,
+        device=opened.device,
+        seed=spec.seed,
+        metric=spec.metric,
+        deadline=budget.deadline if budget else None,
     )
     resources = Resources(
         kind=opened.kind,
-        prepared=replace(prepared, data=data),
+        prepared=prepared,
         backbone=opened.backbone,
         settings=settings,
         artifact_store=opened.store,
         costs=CostMeter(resolved.image_size, settings.device),
     )
-    return PreparedStudy(spec, resolved, study, opened.space, context, resources)
+    return PreparedStudy(spec, resolved, study, opened.space, context, resources, plan, budget)
+
+
+def _check_budget(
+    spec: StudySpec,
+    budget: Budget,
+    first: list[dict[str, Any]],
+    context: SpaceContext,
+    costs: StageCosts | None,
+    opened: _Opened,
+    prepared: Prepared,
+) -> None:
+    """Refuse a --time-budget that cannot hold the first trials (the probe and the standard recipe) after preparing."""
+    needed = 0.0
+    if costs is not None:
+        counts = prepared.data.split_counts()
+        cache = prepared.shared
+        work = Workload(counts["train"], counts["val"], spec.max_epochs, cached=lambda stages: cache.fits(stages))
+        for params in first:
+            config = opened.space.suggest(optuna.trial.FixedTrial(params), context)
+            frozen, stop = trained_span(opened.backbone, config)
+            needed += trial_seconds(costs, work, frozen=frozen, stop=stop, augment=config.augment != "none")
+    smallest = budget.spent() + needed + FINISH_S
+    if spec.time_budget is not None and spec.time_budget < smallest:
+        raise UserError(
+            f"--time-budget {spec.time_budget:.0f} is too small for this study here: preparing took {budget.spent():.0f} s "
+            f"and its first trials need about {needed:.0f} s; give at least {smallest:.0f} (or leave it out)"
+        )
 
 
 class _StopAfterFailures:
@@ -328,12 +414,17 @@ def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> None:
     spec, study = prepared.spec, prepared.study
     objective = tagged(make_objective(prepared.space.suggest, prepared.context, prepared.resources))
     guard = _StopAfterFailures(MAX_FAILURES_IN_A_ROW)
-    for time_left in rounds(study, spec.trials, timeout=spec.timeout):  # returns at once if the study is done
+    stops: list[Callback] = [StopWhenCovered(spec.trials), guard]
+    timeout = spec.timeout
+    if prepared.budget is not None:  # --trials and --time-budget together: whichever comes first
+        stops.append(StopBeforeOverrun(prepared.budget))
+        timeout = min(timeout or math.inf, max(0.0, prepared.budget.left()))
+    for time_left in rounds(study, spec.trials, timeout=timeout):  # returns at once if the study is done
         study.optimize(  # no n_trials: failed trials do not count; StopWhenCovered counts the whole study
             objective,
             timeout=time_left,
             catch=(TrialFailed,),
-            callbacks=[StopWhenCovered(spec.trials), guard, *callbacks],
+            callbacks=[*stops, *callbacks],
         )
         if guard.reason is not None:
             raise StudyAborted(f"{guard.reason}; fix the setup, then run the same command to resume")

@@ -57,6 +57,7 @@ class StudySpec:
     max_epochs: int = 12  # small sets converge in 5-10 epochs; early stopping ends most trials sooner
     patience: int = 3  # epochs without improvement before a trial stops on its own
     timeout: float | None = None
+    time_budget: float | None = None  # seconds the whole command may take: trials are planned and started to fit
     seed: int = 0
     device: str = "auto"
 
@@ -82,6 +83,8 @@ class StudySpec:
             problems.append(f"--metric must be one of {', '.join(METRICS)}, not '{self.metric}'")
         if self.timeout is not None and self.timeout <= 0:
             problems.append("--timeout must be a positive number of seconds")
+        if self.time_budget is not None and self.time_budget <= 0:
+            problems.append("--time-budget must be a positive number of seconds")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
         if problems:

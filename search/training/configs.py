@@ -24,21 +24,28 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclass(frozen=True)
 class SpaceContext:
-    """What a search space may depend on: the backbone's cut points and the data's size."""
+    """What a search space may depend on: the backbone's cut points, the data's size, what a trial may cost."""
 
     backbone: str
     cut_points: tuple[str, ...]
-    max_unfreeze: dict[str, int]  # per cut point, how many stages can be unfrozen back from it
+    # per cut point, how many stages a trial may unfreeze back from it: what the device affords (search.study.planning)
+    max_unfreeze: dict[str, int]
     num_classes: int
     train_size: int
-    device: str  # "cpu" or "cuda": spaces may keep CPU trials cheaper
+    device: str  # "cpu" or "cuda"
     feature_layers: tuple[str, ...] = ()  # layers the features space may tap, in forward order
-    # per cut point, how many stages back from it run at the coarsest resolution (cheap to train on a CPU)
-    coarse_stages: dict[str, int] = dataclasses.field(default_factory=dict)
-    image_size: int = 224  # what the trials see: small images are cheap to train through every stage
+    # per cut point, the deepest unfreezing at which augmented epochs fit a trial's time (-1: none); absent: any
+    augment_up_to: dict[str, int] = dataclasses.field(default_factory=dict)
+    # per cut point, how many stages there are up to it (re-initialising trains them all)
+    stages: dict[str, int] = dataclasses.field(default_factory=dict)
+    image_size: int = 224  # what the trials see
     transferred: bool = (
         False  # the backbone is a trained trial's network (--from-trial): its stages may be re-initialised
     )
+
+    def augments(self, cut: str, unfreeze: int) -> bool:
+        """Whether a trial cut at `cut` training `unfreeze` stages may augment its images within its time."""
+        return unfreeze <= self.augment_up_to.get(cut, unfreeze)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,11 @@ class TrainSettings:
     device: torch.device
     seed: int
     metric: str = "val_loss"
+    deadline: float | None = None  # time.monotonic() by which a trial ends at its best epoch so far (--time-budget)
+
+    def out_of_time(self, epoch_seconds: float) -> bool:
+        """Whether another epoch as long as the last one would end past the deadline."""
+        return self.deadline is not None and time.monotonic() + epoch_seconds > self.deadline
 
     def autocast(self) -> torch.autocast | nullcontext[None]:
         """bfloat16 autocast on a CUDA device that supports it (no loss scaling needed); else fp32."""

@@ -21,7 +21,7 @@ from search.data.augment import augmentation
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
 from search.models.backbones import Backbone
-from search.models.heads import build_head
+from search.models.heads import FLATTEN_GRID, build_head
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig
 from search.training.core import BestEpoch, EpochMetrics, Reporter, Status, TrainSettings, TrialResult
@@ -134,13 +134,16 @@ class _Network:
         self.images, self.labels = data.images, data.labels.to(self.device)
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
-        self._prefixes: dict[int, torch.Tensor | None] = {}
+        # what the head reads when no stage trains: its own pooling of the cut's output, cached pooled (identical)
+        self.head_grid = FLATTEN_GRID if config.head_pool == "flatten" else 1
+        self._prefixes: dict[tuple[int, int | None], torch.Tensor | None] = {}
 
     def _cached(self, stages: int) -> torch.Tensor | None:
         """The shared cache's entry, looked up once per trial: one over budget would be probed again every batch."""
-        if stages not in self._prefixes:
-            self._prefixes[stages] = self.cache.get(stages)
-        return self._prefixes[stages]
+        grid = self.head_grid if stages == self.cut else None
+        if (stages, grid) not in self._prefixes:
+            self._prefixes[stages, grid] = self.cache.get(stages, grid=grid)
+        return self._prefixes[stages, grid]
 
     def inputs(self, index: torch.Tensor, *, train: bool, probe: bool = False) -> torch.Tensor:
         """What enters the trainable stages for these items; for the probe, what enters the head."""
@@ -226,6 +229,9 @@ def train_finetune(
             )
         if best.stale >= settings.patience:
             break
+        if epoch < settings.max_epochs and settings.out_of_time(metrics.seconds):
+            reason = f"stopped after epoch {epoch} by the study's time budget"
+            return TrialResult.ended(Status.COMPLETE, started, best, history, params=params, reason=reason)
     return TrialResult.ended(Status.COMPLETE, started, best, history, params=params)
 
 
