@@ -149,6 +149,7 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
             "cannot open storage postgresql://bob:***@127.0.0.1:1/db: (psycopg.OperationalError) connection failed",
         ),
         (["--trials", "0"], "--trials must be at least 1"),
+        (["--time-budget", "0"], "--time-budget must be a positive number of seconds"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
         (["--storage", "sqlite:///README/x.db"], "cannot create README for --storage sqlite:///README/x.db"),
     ],

@@ -39,7 +39,9 @@ def test_a_fast_device_is_offered_everything(backbone: Backbone) -> None:
 
 def test_a_cpu_keeps_small_photo_sets_fine_tuned_with_augmentation(backbone: Backbone) -> None:
     few = work(340)
-    plan = plan_trials(costs(1), backbone, few, allowance=trial_allowance(costs(1), 600, budget_left=None), image_size=224)
+    plan = plan_trials(
+        costs(1), backbone, few, allowance=trial_allowance(costs(1), 600, budget_left=None), image_size=224
+    )
     assert plan.max_unfreeze["conv_head"] == 2 and plan.augment_up_to["conv_head"] == 2
 
 
@@ -57,7 +59,9 @@ def test_a_tight_budget_leaves_frozen_heads_only(backbone: Backbone) -> None:
     assert plan.max_unfreeze["conv_head"] == 0 and "frozen heads only" in plan.summary()
 
 
-def test_stage_costs_are_measured_without_touching_the_shared_backbone(small_digits: Dataset, backbone: Backbone) -> None:
+def test_stage_costs_are_measured_without_touching_the_shared_backbone(
+    small_digits: Dataset, backbone: Backbone
+) -> None:
     before = {k: v.clone() for k, v in backbone.stages.state_dict().items()}
     measured = measure_stage_costs(backbone, small_digits.images, torch.device("cpu"))
     assert measured.stages == backbone.stage_names and measured.image_size == small_digits.image_size

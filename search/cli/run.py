@@ -150,15 +150,18 @@ def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved."""
+def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
+    """Run the study; bad input exits 2 with one line, Ctrl-C exits 130 with the study saved.
+
+    `started` (time.monotonic()) is when the command began, if before this call: what --time-budget counts from.
+    """
     args = build_parser().parse_args(argv)
     console = rich.get_console()  # the one progress bars outside the trials draw on too
     errors = Console(stderr=True, soft_wrap=True)  # one line, however narrow the terminal
     configure_logging(console, args.verbose)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job, which ignores it
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     study = None
     try:
         spec = spec_from_args(args)

@@ -60,6 +60,10 @@ class FrozenPrefixCache:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
+        if grid is not None and not any(pooled is None and stages <= frozen_stages for stages, pooled in self._entries):
+            self._pool_every_cut(frozen_stages, grid)  # from the pixels: one pass serves every cut point
+            if key in self._entries:
+                return self._entries[key]
         needed = self._bytes_needed(frozen_stages, grid)
         if needed > self.budget_bytes:
             log.debug("prefix of %d stages needs %d bytes, over the cache budget", frozen_stages, needed)
@@ -109,6 +113,34 @@ class FrozenPrefixCache:
         if grid is not None:
             batches = (nn.functional.adaptive_avg_pool2d(batch, grid) for batch in batches)
         return torch.cat(list(batches))
+
+    @torch.no_grad()
+    def _pool_every_cut(self, frozen_stages: int, grid: int) -> None:
+        """One pass of the pixels that keeps every cut point's output pooled, and the waypoints' as they are.
+
+        Frozen heads at different cut points each read their pooled entry: a few kilobytes an image,
+        where a pass of the high-resolution stages per cut point would cost a minute on a CPU.
+        """
+        backbone = self.backbone
+        pooled_at = {backbone.stage_index(cut) + 1 for cut in backbone.cut_points} | {frozen_stages}
+        pooled_at = {depth for depth in pooled_at if (depth, grid) not in self._entries}
+        kept_at = {depth for depth in self.waypoints if depth < max(pooled_at) and self.fits(depth)}
+        outputs: dict[Key, list[torch.Tensor]] = {}
+        for images in self.data.images.split(EXTRACT_BATCH):
+            x = normalize(images.to(self.device, non_blocking=True), backbone)
+            for depth, stage in enumerate(list(backbone.stages.values())[: max(pooled_at)], start=1):
+                x = stage(x)
+                if depth in pooled_at:
+                    outputs.setdefault((depth, grid), []).append(nn.functional.adaptive_avg_pool2d(x, grid))
+                if depth in kept_at:
+                    outputs.setdefault((depth, None), []).append(x)
+        for key, parts in outputs.items():
+            activations = torch.cat(parts)
+            needed = activations.numel() * activations.element_size()
+            while self._entries and self._bytes() + needed > self.budget_bytes:
+                self._entries.popitem(last=False)
+            if needed <= self.budget_bytes:
+                self._entries[key] = activations
 
     def _bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._entries.values())

@@ -295,7 +295,7 @@ def _plan(
     plan = plan_trials(costs, opened.backbone, work, allowance=allowance, image_size=data.image_size)
     if isinstance(cache, FrozenPrefixCache):  # each cut's shallowest planned prefix, so deeper ones start from it
         backbone = opened.backbone
-        cache.keep_on_the_way({backbone.stage_index(c) + 1 - depth for c, depth in plan.max_unfreeze.items()})
+        cache.keep_on_the_way({backbone.stage_index(c) + 1 - depth for c, depth in plan.max_unfreeze.items() if depth})
     return plan, costs
 
 
