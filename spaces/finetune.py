@@ -40,7 +40,8 @@ def linear_probe(ctx: SpaceContext) -> dict[str, Any]:
 
     The baseline every transfer study reports; tried first, so no study ends below it.
     """
-    return _common(ctx, ctx.cut_points[-1]) | {"opt_adam_lr": 3e-3, "unfreeze_blocks": 0, "augment": "none"}
+    probe = {"opt_adam_lr": 3e-3, "unfreeze_blocks": 0, "augment": "none"}
+    return _common(ctx, ctx.cut_points[-1]) | probe | ({"reinit_blocks": 0} if ctx.transferred else {})
 
 
 def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:

@@ -105,10 +105,13 @@ def test_closing_message_gives_the_best_trials_test_accuracy(study: FinishedStud
     loaded = study.load()
     test = loaded.user_attrs[TEST_ATTR]
     assert test["trial"] == loaded.best_trial.number
-    message = closing_message(loaded, spec_of(study), 12.4)
+    message = closing_message(loaded, spec_of(study), 12.4, get_kind("features"))
     lines = message.splitlines()
     assert lines[0] == "finished in 12s."
-    assert lines[1] == (
+    config = loaded.best_trial.user_attrs["config"]
+    assert lines[1].startswith(f"Best trial {loaded.best_trial.number} (") and "frozen layer" in lines[1], lines[1]
+    assert f"on {len(config['layers'])} frozen layer" in lines[1]
+    assert lines[2] == (
         f"Best trial {loaded.best_trial.number} on the {test['images']} held-out test images: "
         f"accuracy {test['accuracy']:.2%}, macro F1 {test['macro_f1']:.3f}."
     )
@@ -131,7 +134,7 @@ def test_closing_message_is_silent_about_a_test_of_a_trial_no_longer_best(study:
         optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=beats)
     )
     assert copy.best_trial.number != before and copy.user_attrs[TEST_ATTR]["trial"] == before
-    message = closing_message(copy, StudySpec(study_name=study.name, storage=storage), 3.0)
+    message = closing_message(copy, StudySpec(study_name=study.name, storage=storage), 3.0, get_kind("features"))
     assert "held-out" not in message and "accuracy" not in message
     assert message.startswith("finished in 3s.\nInspect the trials")
 

@@ -366,7 +366,7 @@ def test_features_describe_names_the_layers_then_the_classifier() -> None:
     ("kind", "images", "device", "size"),
     [
         ("finetune", 600, "cpu", 224),
-        ("finetune", 4000, "cpu", 96),  # backward passes at 224 px would cost minutes an epoch
+        ("finetune", 4000, "cpu", 224),  # native size on every device: what a trial may cost is planned instead
         ("finetune", 4000, "cuda", 224),
         ("features", 600, "cpu", 224),
         ("features", 4000, "cpu", 224),  # one extraction pass: always the backbone's native size

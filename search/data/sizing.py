@@ -1,4 +1,4 @@
-"""The input size a study uses: what the images are, what the backbone was trained at, what the device affords."""
+"""The input size a study uses: what the images are and what the backbone was trained at."""
 
 from __future__ import annotations
 

@@ -298,6 +298,11 @@ class FeaturesKind(StudyKind):
         pipeline = pipeline_to_onnx(model.pipeline, width, input_name=FEATURES, opset=OPSET)
         return chain(features, pipeline, (FEATURES, FEATURES), prefix="pipeline_")
 
+    def approach(self, config: dict[str, Any]) -> str:
+        names = {"rf": "random forest", "svm": "SVM", "logreg": "logistic regression", "sgd": "SGD logistic regression"}
+        layers = len(config["layers"])
+        return f"{names.get(config['classifier'], config['classifier'])} on {layers} frozen layer{'s' if layers > 1 else ''}"
+
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The layers tapped, then the classifier and its settings."""
         layers = [k.removeprefix("feat_use_") for k, v in params.items() if k.startswith("feat_use_") and v]

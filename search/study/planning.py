@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial
 
+from search.errors import UserError
+from search.kinds import Prepared, StudyKind
 from search.models.backbones import Backbone
+from search.models.prefix_cache import FrozenPrefixCache
+from search.study.record import read_stage_costs, write_stage_costs
+from search.training.configs import SpaceContext
+from search.training.finetune import trained_span
 from search.training.stage_costs import StageCosts, Workload, trial_seconds
 
-TRIAL_FLOOR_S = 120.0  # a trial may always cost this much: small sets then keep their fine-tuning choices
+TRIAL_FLOOR_S = 180.0  # a trial may always cost this much: small sets then keep their fine-tuning choices
 TRIAL_PASSES = 5.0  # ... or this many passes of the whole network over every image, for big sets
 BUDGET_TRIALS = 4  # with --time-budget, a trial may cost at most this fraction of what is left: several fit
 # On a CPU a study searches at most the last 2 stages at the coarsest resolution, however cheap: offering every
@@ -95,6 +104,15 @@ class Budget:
     def spent(self) -> float:
         return time.monotonic() - self.started
 
+    def check(self, first_trials: float) -> None:
+        """Refuse a budget that cannot hold the first trials after what preparing took: one line, the smallest."""
+        smallest = self.spent() + first_trials + FINISH_S
+        if self.seconds < smallest:
+            raise UserError(
+                f"--time-budget {self.seconds:.0f} is too small for this study here: preparing took {self.spent():.0f} s "
+                f"and its first trials need about {first_trials:.0f} s; give at least {smallest:.0f} (or leave it out)"
+            )
+
     def left(self) -> float:
         """Seconds left for trials: what is kept back for the test evaluation and summary is not theirs."""
         return self.deadline - time.monotonic()
@@ -113,3 +131,56 @@ class StopBeforeOverrun:
         typical = statistics.median(self.seconds) if self.seconds else 0.0
         if self.budget.left() < typical:
             study.stop()
+
+
+def _workload(prepared: Prepared, max_epochs: int) -> Workload:
+    counts = prepared.data.split_counts()
+    cache = prepared.shared
+    return Workload(counts["train"], counts["val"], max_epochs, cached=lambda stages: cache.fits(stages))
+
+
+def plan_study(
+    study: optuna.Study,
+    kind: StudyKind,
+    backbone: Backbone,
+    device: torch.device,
+    prepared: Prepared,
+    max_epochs: int,
+    budget: Budget | None,
+) -> tuple[TrialPlan | None, StageCosts | None]:
+    """What the study's trials may cost on this device: its stages timed once (recorded on the study), then planned.
+
+    None for kinds whose trials train no backbone stage.
+    """
+    costs = read_stage_costs(study, device.type)
+    if costs is None or costs.image_size != prepared.data.image_size:
+        costs = kind.stage_costs(prepared, backbone, device)
+        if costs is None:
+            return None, None
+        write_stage_costs(study, costs)
+    allowance = trial_allowance(costs, len(prepared.data.labels), budget_left=budget.left() if budget else None)
+    image_size = prepared.data.image_size
+    plan = plan_trials(costs, backbone, _workload(prepared, max_epochs), allowance=allowance, image_size=image_size)
+    cache = prepared.shared
+    if isinstance(cache, FrozenPrefixCache):  # each cut's shallowest planned prefix, so deeper ones start from it
+        cache.keep_on_the_way({backbone.stage_index(c) + 1 - depth for c, depth in plan.max_unfreeze.items() if depth})
+    return plan, costs
+
+
+def first_trials_seconds(
+    first: list[dict[str, Any]],
+    suggest: Callable[[optuna.trial.BaseTrial, SpaceContext], Any],
+    context: SpaceContext,
+    costs: StageCosts,
+    backbone: Backbone,
+    prepared: Prepared,
+    max_epochs: int,
+) -> float:
+    """What the space's first trials (the probe, the standard recipe) are estimated to cost together."""
+    work = _workload(prepared, max_epochs)
+    needed = 0.0
+    for params in first:
+        config = suggest(optuna.trial.FixedTrial(params), context)
+        frozen, stop = trained_span(backbone, config)
+        needed += trial_seconds(costs, work, frozen=frozen, stop=stop, augment=config.augment != "none")
+    return needed

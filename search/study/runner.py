@@ -20,21 +20,13 @@ from search.data.dataset import SPLIT_CODES, Dataset, stratified_split
 from search.data.sizing import typical_size
 from search.data.sources import TRAIN, ImageSource, open_source
 from search.errors import StudyAborted, UserError
-from search.kinds import KindInputs, Prepared, SourceTrial, StudyKind, get_kind
+from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
 from search.models.backbones import Backbone
-from search.models.prefix_cache import FrozenPrefixCache
 from search.study.artifacts import open_artifact_store
 from search.study.costs import CostMeter
 from search.study.evaluation import finish_study
 from search.study.objective import Resources, TrialFailed, make_objective
-from search.study.planning import (
-    FINISH_S,
-    Budget,
-    StopBeforeOverrun,
-    TrialPlan,
-    plan_trials,
-    trial_allowance,
-)
+from search.study.planning import Budget, StopBeforeOverrun, TrialPlan, first_trials_seconds, plan_study
 from search.study.record import (
     FAIL_REASON,
     Resolved,
@@ -42,17 +34,13 @@ from search.study.record import (
     claim_split,
     read_record,
     read_source_trial,
-    read_stage_costs,
     write_setup,
-    write_stage_costs,
 )
 from search.study.spec import IDENTITY_FIELDS, StudySpec
 from search.study.storage import open_storage
 from search.study.workers import StopWhenCovered, rounds, tagged, worker_seed
 from search.training.configs import SpaceContext
 from search.training.core import TrainSettings, resolve_device
-from search.training.finetune import trained_span
-from search.training.stage_costs import StageCosts, Workload, trial_seconds
 from spaces import Space, get_space
 
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
@@ -276,29 +264,6 @@ def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...], pl
     )
 
 
-def _plan(
-    spec: StudySpec, opened: _Opened, study: optuna.Study, prepared: Prepared, budget: Budget | None
-) -> tuple[TrialPlan | None, StageCosts | None]:
-    """What the study's trials may cost on this device: its stages timed once (recorded on the study), then planned."""
-    device = opened.device
-    costs = read_stage_costs(study, device.type)
-    if costs is None or costs.image_size != prepared.data.image_size:
-        costs = opened.kind.stage_costs(prepared, opened.backbone, device)
-        if costs is None:
-            return None, None
-        write_stage_costs(study, costs)
-    data = prepared.data
-    counts = data.split_counts()
-    cache = prepared.shared
-    work = Workload(counts["train"], counts["val"], spec.max_epochs, cached=lambda stages: cache.fits(stages))
-    allowance = trial_allowance(costs, len(data.labels), budget_left=budget.left() if budget else None)
-    plan = plan_trials(costs, opened.backbone, work, allowance=allowance, image_size=data.image_size)
-    if isinstance(cache, FrozenPrefixCache):  # each cut's shallowest planned prefix, so deeper ones start from it
-        backbone = opened.backbone
-        cache.keep_on_the_way({backbone.stage_index(c) + 1 - depth for c, depth in plan.max_unfreeze.items() if depth})
-    return plan, costs
-
-
 def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
     """Open the study and build its kind's data and caches once for this process.
 
@@ -336,14 +301,20 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
         data = data.with_split(claim_split(study, data))
     write_setup(study, spec.to_record(), resolved)
     prepared = replace(prepared, data=data)
-    plan, costs = _plan(spec, opened, study, prepared, budget)
+    plan, costs = plan_study(study, opened.kind, opened.backbone, opened.device, prepared, spec.max_epochs, budget)
     context = _context(opened, data, prepared.feature_layers, plan)
     first = opened.space.first_trials(context) if opened.space.first_trials is not None else []
     if budget is not None:
-        _check_budget(spec, budget, first, context, costs, opened, prepared)
-    if opened.stored is None:  # a new study starts from the known-good recipes
-        for params in first:
-            study.enqueue_trial(params, skip_if_exists=True)
+        needed = (
+            0.0
+            if costs is None
+            else first_trials_seconds(
+                first, opened.space.suggest, context, costs, opened.backbone, prepared, spec.max_epochs
+            )
+        )
+        budget.check(needed)
+    for params in first[: spec.trials]:  # the known-good recipes first, as many as --trials asks; once each
+        study.enqueue_trial(params, skip_if_exists=True)
     settings = TrainSettings(
         max_epochs=spec.max_epochs,
         patience=spec.patience,
@@ -361,33 +332,6 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
         costs=CostMeter(resolved.image_size, settings.device),
     )
     return PreparedStudy(spec, resolved, study, opened.space, context, resources, plan, budget)
-
-
-def _check_budget(
-    spec: StudySpec,
-    budget: Budget,
-    first: list[dict[str, Any]],
-    context: SpaceContext,
-    costs: StageCosts | None,
-    opened: _Opened,
-    prepared: Prepared,
-) -> None:
-    """Refuse a --time-budget that cannot hold the first trials (the probe and the standard recipe) after preparing."""
-    needed = 0.0
-    if costs is not None:
-        counts = prepared.data.split_counts()
-        cache = prepared.shared
-        work = Workload(counts["train"], counts["val"], spec.max_epochs, cached=lambda stages: cache.fits(stages))
-        for params in first:
-            config = opened.space.suggest(optuna.trial.FixedTrial(params), context)
-            frozen, stop = trained_span(opened.backbone, config)
-            needed += trial_seconds(costs, work, frozen=frozen, stop=stop, augment=config.augment != "none")
-    smallest = budget.spent() + needed + FINISH_S
-    if spec.time_budget is not None and spec.time_budget < smallest:
-        raise UserError(
-            f"--time-budget {spec.time_budget:.0f} is too small for this study here: preparing took {budget.spent():.0f} s "
-            f"and its first trials need about {needed:.0f} s; give at least {smallest:.0f} (or leave it out)"
-        )
 
 
 class _StopAfterFailures:
