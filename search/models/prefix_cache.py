@@ -124,7 +124,13 @@ class FrozenPrefixCache:
         backbone = self.backbone
         pooled_at = {backbone.stage_index(cut) + 1 for cut in backbone.cut_points} | {frozen_stages}
         pooled_at = {depth for depth in pooled_at if (depth, grid) not in self._entries}
-        kept_at = {depth for depth in self.waypoints if depth < max(pooled_at) and self.fits(depth)}
+        room = self.budget_bytes - sum(self._bytes_needed(depth, grid) for depth in pooled_at)
+        kept_at = set()
+        for depth in sorted(self.waypoints, reverse=True):  # the deepest are the smallest: they come first
+            needed = self._bytes_needed(depth, None)
+            if depth < max(pooled_at) and needed <= room:
+                kept_at.add(depth)
+                room -= needed
         outputs: dict[Key, list[torch.Tensor]] = {}
         for images in self.data.images.split(EXTRACT_BATCH):
             x = normalize(images.to(self.device, non_blocking=True), backbone)

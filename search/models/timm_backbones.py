@@ -1,0 +1,190 @@
+"""Any timm CNN as a Backbone: stages from its `feature_info`, preprocessing from its `pretrained_cfg`.
+
+A timm model's `forward_features` runs its children in order; the children that hold a feature
+level (timm's `feature_info`: `stages.2`, `blocks.4`, `layer3`, ...) end a stage, so a trial may cut
+after any of them and unfreeze stages back from there. Families whose features are not such a
+sequence (transformers, which add position embeddings and class tokens between children) are
+refused with one line until they have an adapter of their own. Weights come the way timm users
+get them: `--weights FILE` (a state dict or safetensors), else the Hugging Face cache (honouring
+HF_HUB_OFFLINE) or a download where the network allows.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from search.data.downloads import network_timeout
+from search.errors import UserError
+
+if TYPE_CHECKING:
+    from search.models.backbones import Backbone
+
+HEAD_CHILDREN = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "pre_logits", "head_hidden_size"}
+PROBE_SIZE = 64  # the dummy image that checks a model's stages compose to its features
+HUB_HOST = "huggingface.co"
+HUB_PROBE_S = 3.0
+
+
+def _weights_help(name: str) -> str:
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # an unknown tag: the plain name's repository is the best guess
+        cfg = None
+    repo = (cfg.hf_hub_id if cfg is not None else None) or f"timm/{name}"
+    return (
+        f"give them with --weights FILE (a state dict or .safetensors), put them in the Hugging Face cache "
+        f"(`hf download {repo}` where the network allows), or train from random weights with --pretrained none; "
+        f"offline, the bundled --backbone efficientnet_lite0 needs nothing"
+    )
+
+
+@contextmanager
+def _hub_mode() -> Iterator[None]:
+    """The Hugging Face Hub online only when it answers: offline, the cache is read at once, without retries.
+
+    The Hub retries an unreachable host for about a minute per file, printing each retry.
+    """
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    if not offline:
+        try:
+            socket.create_connection((HUB_HOST, 443), timeout=HUB_PROBE_S).close()
+        except OSError:
+            offline = True
+    before, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, offline
+    try:
+        with network_timeout():
+            yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _create(name: str, *, pretrained: bool) -> Any:
+    import timm
+
+    try:
+        if not pretrained:
+            return timm.create_model(name, pretrained=False)
+        with _hub_mode():
+            return timm.create_model(name, pretrained=True)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise UserError(
+                f"unknown backbone '{name}'; use a registered one (efficientnet_lite0, vgg16, resnet18, resnet50) "
+                "or any name timm.list_models() gives"
+            ) from None
+        raise UserError(f"ImageNet weights for {name} could not be loaded ({exc}); {_weights_help(name)}") from None
+    except Exception as exc:  # no cache entry and no network, or a truncated download
+        raise UserError(
+            f"ImageNet weights for {name} are not in the Hugging Face cache and could not be downloaded "
+            f"({type(exc).__name__}); {_weights_help(name)}"
+        ) from None
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file (no code can run from it) or a torch file (tensors only)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise UserError(f"--weights {path} is not a readable safetensors file ({type(exc).__name__})") from None
+    from search.models.backbones import read_state_dict
+
+    return read_state_dict(path)
+
+
+def _stages(model: Any) -> tuple[nn.ModuleDict, tuple[str, ...]]:
+    """The model's trunk as stages, each ending at a feature level (or the last trunk module), and the cut points."""
+    levels = [info["module"] for info in model.feature_info]
+    children: list[tuple[str, nn.Module]] = []
+    for name, child in model.named_children():
+        if name in HEAD_CHILDREN:
+            break
+        if any(level.startswith(f"{name}.") for level in levels):
+            children += [(f"{name}.{sub}", module) for sub, module in child.named_children()]
+        else:
+            children.append((name, child))
+    stages = nn.ModuleDict()
+    cuts: list[str] = []
+    pending: list[nn.Module] = []
+    for name, child in children:
+        pending.append(child)
+        if name in levels:
+            key = name.replace(".", "_")
+            stages[key] = nn.Sequential(*pending)
+            cuts.append(key)
+            pending = []
+    if pending and any(p.numel() for module in pending for p in module.parameters()):
+        key = next(name for name, child in children if child is pending[0]).replace(".", "_")
+        stages[key] = nn.Sequential(*pending)  # what follows the last level (a 1x1 head conv): a cut of its own
+        cuts.append(key)
+    elif pending:
+        last = list(stages)[-1]
+        stages[last] = nn.Sequential(*stages[last].children(), *pending)
+    return stages, tuple(cuts)
+
+
+@torch.no_grad()
+def _check_sequential(name: str, model: Any, stages: nn.ModuleDict) -> None:
+    """The stages in order must compute what the model's own forward_features does, or the adapter is wrong."""
+    model.eval()
+    x = torch.randn(2, 3, PROBE_SIZE, PROBE_SIZE)
+    try:
+        expected = model.forward_features(x)
+        y = x
+        for stage in stages.values():
+            y = stage(y)
+        same = y.shape == expected.shape and torch.allclose(y, expected, atol=1e-4, rtol=1e-3)
+    except Exception:
+        same = False
+    if not same:
+        raise UserError(
+            f"timm model {name} does not run as a sequence of its stages (a transformer or another non-sequential "
+            "family); use a convolutional one (convnext_*, efficientnet_*, resnet*, regnet*, ...)"
+        )
+
+
+def timm_backbone(name: str, pretrained: str, weights_file: Path | None) -> Backbone:
+    """A Backbone of any sequential timm CNN by name (with an optional pretrained tag, e.g. `convnext_tiny.fb_in1k`)."""
+    from search.models.backbones import load_matching
+
+    model = _create(name, pretrained=pretrained != "none" and weights_file is None)
+    cfg = model.pretrained_cfg
+    if weights_file is not None:
+        classifier = str(cfg.get("classifier") or "classifier")
+        state = read_weights_file(weights_file)
+        load_matching(model, state, source=f"--weights {weights_file}", ignore_prefix=f"{classifier}.")
+        weights = f"file:{weights_file}"
+    elif pretrained == "none":
+        weights = "random"
+    else:
+        weights = f"timm:{name}" if "." in name else f"timm:{name}.{cfg.get('tag', '')}".rstrip(".")
+    if not hasattr(model, "feature_info") or not hasattr(model, "forward_features"):
+        raise UserError(
+            f"timm model {name} exposes no feature_info; use a convolutional one (convnext_*, resnet*, ...)"
+        )
+    stages, cuts = _stages(model)
+    _check_sequential(name, model, stages)
+    from search.models.backbones import Backbone
+
+    return Backbone(
+        name=name,
+        stages=stages,
+        cut_points=cuts,
+        weights=weights,
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        native_image_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+    )

@@ -1,0 +1,118 @@
+"""Any timm CNN by name: stages from feature_info, preprocessing from pretrained_cfg, weights as timm users keep them.
+
+Nothing downloads: timm's tiny `test_*` models with random weights, and a Hugging Face cache laid out here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from search.errors import UserError
+from search.models.backbones import create_backbone
+from tests.helpers import ROOT
+
+PHOTOS = Path(__file__).parent / "photos"
+
+
+@pytest.mark.parametrize(
+    ("name", "cuts"),
+    [
+        ("test_convnext", ("stages_0", "stages_1", "stages_2", "stages_3")),
+        ("test_efficientnet", ("blocks_0", "blocks_1", "blocks_2", "blocks_3", "blocks_4", "conv_head")),
+        ("test_resnet", ("act1", "layer1", "layer2", "layer3", "layer4")),
+    ],
+)
+def test_a_timm_cnn_is_a_backbone_of_its_feature_levels(name: str, cuts: tuple[str, ...]) -> None:
+    backbone = create_backbone(name, pretrained="none")  # its stages were checked to compose to forward_features
+    assert backbone.cut_points == cuts and backbone.weights == "random"
+    cfg = timm.create_model(name).pretrained_cfg
+    assert backbone.mean == tuple(cfg["mean"]) and backbone.std == tuple(cfg["std"])
+    assert backbone.native_image_size == cfg["input_size"][-1] == 160
+    assert backbone.channels_at(cuts[-1]) == backbone.stage_shapes[-1][1]
+
+
+def test_a_transformer_is_refused_until_it_has_an_adapter() -> None:
+    with pytest.raises(UserError, match="does not run as a sequence of its stages"):
+        create_backbone("test_vit", pretrained="none")
+
+
+def test_an_unknown_name_says_where_names_come_from() -> None:
+    with pytest.raises(UserError, match=r"unknown backbone 'convnxt_tiny'.*timm\.list_models"):
+        create_backbone("convnxt_tiny")
+
+
+def test_weights_from_a_safetensors_file(tmp_path: Path) -> None:
+    trained = timm.create_model("test_convnext")
+    path = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    backbone = create_backbone("test_convnext", weights_file=path)
+    assert backbone.weights == f"file:{path}"
+    expected = trained.stages[3].blocks[0].conv_dw.weight
+    torch.testing.assert_close(backbone.stages["stages_3"][0].blocks[0].conv_dw.weight, expected)
+
+
+def _hf_cache(root: Path, repo: str, tensors: dict[str, torch.Tensor]) -> None:
+    """The Hugging Face hub cache layout: refs/main names a snapshot that holds model.safetensors."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(snapshot / "model.safetensors"))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+
+
+def _offline(cache: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "COLUMNS": "200"}
+
+
+def test_weights_from_the_hugging_face_cache_offline(tmp_path: Path) -> None:
+    source = timm.create_model("test_efficientnet")
+    _hf_cache(tmp_path, "timm/test_efficientnet.r160_in1k", source.state_dict())
+    torch.save(source.conv_head.weight, tmp_path / "expected.pt")
+    script = (
+        "import torch; from search.models.backbones import create_backbone; "
+        "b = create_backbone('test_efficientnet'); print(b.weights); "
+        f"assert torch.equal(b.stages['conv_head'][0].weight, torch.load({str(tmp_path / 'expected.pt')!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=_offline(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "timm:test_efficientnet.r160_in1k"
+
+
+def test_missing_weights_are_one_line_naming_the_ways_to_give_them(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_study.py"), "--backbone", "convnext_tiny", "--data", str(PHOTOS)],
+        cwd=tmp_path,
+        env=_offline(tmp_path / "empty-cache"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "--weights FILE" in lines[0] and "Hugging Face cache" in lines[0] and "efficientnet_lite0" in lines[0]
+    assert not (tmp_path / "studies").exists(), "nothing was created"
+
+
+def test_a_finetune_study_on_a_timm_cnn(tmp_path: Path) -> None:
+    args = ["--backbone", "test_convnext", "--pretrained", "none", "--data", str(PHOTOS), "--trials", "2"]
+    args += ["--max-epochs", "2", "--patience", "1"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_study.py"), *args],
+        cwd=tmp_path,
+        env=_offline(tmp_path / "empty-cache"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test_convnext (random)" in done.stdout and "Best trial" in done.stdout
