@@ -142,7 +142,7 @@ def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path: Path) -> N
     ("args", "message"),
     [
         (["--space", "nope"], "unknown space 'nope'; choose one of: features, finetune"),
-        (["--backbone", "vgg19"], "unknown backbone 'vgg19'; choose one of:"),
+        (["--backbone", "vgg_19"], "unknown backbone 'vgg_19'; choose one of:"),
         (["--storage", "not a url"], "is not a database URL"),
         (
             ["--storage", "postgresql://bob:secret@127.0.0.1:1/db"],

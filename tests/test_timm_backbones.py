@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -33,7 +34,7 @@ PHOTOS = Path(__file__).parent / "photos"
 def test_a_timm_cnn_is_a_backbone_of_its_feature_levels(name: str, cuts: tuple[str, ...]) -> None:
     backbone = create_backbone(name, pretrained="none")  # its stages were checked to compose to forward_features
     assert backbone.cut_points == cuts and backbone.weights == "random"
-    cfg = timm.create_model(name).pretrained_cfg
+    cfg: Any = timm.create_model(name).pretrained_cfg
     assert backbone.mean == tuple(cfg["mean"]) and backbone.std == tuple(cfg["std"])
     assert backbone.native_image_size == cfg["input_size"][-1] == 160
     assert backbone.channels_at(cuts[-1]) == backbone.stage_shapes[-1][1]
@@ -45,18 +46,19 @@ def test_a_transformer_is_refused_until_it_has_an_adapter() -> None:
 
 
 def test_an_unknown_name_says_where_names_come_from() -> None:
-    with pytest.raises(UserError, match=r"unknown backbone 'convnxt_tiny'.*timm\.list_models"):
+    with pytest.raises(UserError, match=r"unknown backbone 'convnxt_tiny'; choose one of: .*timm\.list_models"):
         create_backbone("convnxt_tiny")
 
 
 def test_weights_from_a_safetensors_file(tmp_path: Path) -> None:
-    trained = timm.create_model("test_convnext")
+    trained: Any = timm.create_model("test_convnext")
     path = tmp_path / "mine.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
     backbone = create_backbone("test_convnext", weights_file=path)
     assert backbone.weights == f"file:{path}"
     expected = trained.stages[3].blocks[0].conv_dw.weight
-    torch.testing.assert_close(backbone.stages["stages_3"][0].blocks[0].conv_dw.weight, expected)
+    stage: Any = backbone.stages["stages_3"]
+    torch.testing.assert_close(stage[0].blocks[0].conv_dw.weight, expected)
 
 
 def _hf_cache(root: Path, repo: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -74,7 +76,7 @@ def _offline(cache: Path) -> dict[str, str]:
 
 
 def test_weights_from_the_hugging_face_cache_offline(tmp_path: Path) -> None:
-    source = timm.create_model("test_efficientnet")
+    source: Any = timm.create_model("test_efficientnet")
     _hf_cache(tmp_path, "timm/test_efficientnet.r160_in1k", source.state_dict())
     torch.save(source.conv_head.weight, tmp_path / "expected.pt")
     script = (

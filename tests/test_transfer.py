@@ -221,9 +221,9 @@ def test_reinitialising_resets_the_first_blocks_and_keeps_the_rest(source: Sourc
 
 @pytest.fixture(scope="module")
 def upper_study(stored: Stored) -> str:
-    """A real finetune study of digits 5-9 on the source's network: its first trial, the linear probe."""
+    """A real finetune study of digits 5-9 on the source's network: its first trials, the probe and the recipe."""
     args = ["--space", "finetune", "--from-trial", SOURCE, "--data", "digits", "--classes", ",".join(UPPER)]
-    args += ["--trials", "1", "--max-epochs", "2", "--patience", "1", "--seed", "0", "--study-name", "to-upper"]
+    args += ["--trials", "2", "--max-epochs", "2", "--patience", "1", "--seed", "0", "--study-name", "to-upper"]
     assert run_main([*args, *stored.flags()]) == 0
     return "to-upper"
 

@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="square input size; default: the backbone's native size (224); with --pretrained none, the images' own",
     )
-    parser.add_argument("--backbone", default=defaults.backbone, help=f"one of {', '.join(list_backbones())}")
+    parser.add_argument(
+        "--backbone",
+        default=defaults.backbone,
+        help=f"one of {', '.join(list_backbones())}, or any convolutional timm model by name (e.g. convnext_tiny)",
+    )
     parser.add_argument(
         "--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights"
     )

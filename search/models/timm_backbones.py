@@ -79,9 +79,11 @@ def _create(name: str, *, pretrained: bool) -> Any:
             return timm.create_model(name, pretrained=True)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            from search.models.backbones import list_backbones
+
             raise UserError(
-                f"unknown backbone '{name}'; use a registered one (efficientnet_lite0, vgg16, resnet18, resnet50) "
-                "or any name timm.list_models() gives"
+                f"unknown backbone '{name}'; choose one of: {', '.join(list_backbones())}, "
+                "or any convolutional model timm.list_models() gives"
             ) from None
         raise UserError(f"ImageNet weights for {name} could not be loaded ({exc}); {_weights_help(name)}") from None
     except Exception as exc:  # no cache entry and no network, or a truncated download
