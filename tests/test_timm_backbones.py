@@ -11,13 +11,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import optuna
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
+from search.cli.results import main as results_main
+from search.data.decode import decode_image_file
 from search.errors import UserError
 from search.models.backbones import create_backbone
+from search.results.bundles import load_bundle
+from search.results.onnx_bundle import load_onnx_bundle
+from search.results.predict import image_files
+from search.results.reading import artifact_store_for
+from search.study.trained import load_trial_model
 from tests.helpers import ROOT
 
 PHOTOS = Path(__file__).parent / "photos"
@@ -106,9 +115,12 @@ def test_missing_weights_are_one_line_naming_the_ways_to_give_them(tmp_path: Pat
     assert not (tmp_path / "studies").exists(), "nothing was created"
 
 
-def test_a_finetune_study_on_a_timm_cnn(tmp_path: Path) -> None:
+def test_a_timm_cnn_study_round_trips_through_export_onnx_and_predict(tmp_path: Path) -> None:
+    """Random weights are seeded, so an export in another process stands on the stages the trials stood on."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = ["--backbone", "test_convnext", "--pretrained", "none", "--data", str(PHOTOS), "--trials", "2"]
-    args += ["--max-epochs", "2", "--patience", "1"]
+    args += ["--max-epochs", "2", "--patience", "1", "--storage", storage, "--study-name", "timm"]
+    args += ["--artifact-dir", str(tmp_path / "artifacts"), "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(
         [sys.executable, str(ROOT / "run_study.py"), *args],
         cwd=tmp_path,
@@ -118,3 +130,13 @@ def test_a_finetune_study_on_a_timm_cnn(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test_convnext (random)" in done.stdout and "Best trial" in done.stdout
+    common = ["--study-name", "timm", "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
+    assert results_main(["export", *common, "--out", str(tmp_path / "bundle")]) == 0
+    assert results_main(["export", *common, "--out", str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    bundle = load_bundle(tmp_path / "bundle")
+    study = optuna.load_study(study_name="timm", storage=storage)
+    kept = load_trial_model(study, study.best_trial, artifact_store_for(study, tmp_path / "artifacts"))
+    images = np.stack([decode_image_file(path, bundle.image_size) for path in image_files([PHOTOS])])
+    expected = kept.predict_proba(torch.from_numpy(images))
+    np.testing.assert_allclose(bundle.predict_proba(torch.from_numpy(images)), expected, atol=1e-5)
+    np.testing.assert_allclose(load_onnx_bundle(tmp_path / "onnx").predict_pixels(images), expected, atol=1e-3)

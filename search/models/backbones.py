@@ -28,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGNED_UNIT = (0.5, 0.5, 0.5)  # TensorFlow's EfficientNet-Lite release: pixels scaled to [-1, 1]
 OFFLINE_BACKBONE = "efficientnet_lite0"
 PRETRAINED_CHOICES = ("imagenet", "none")
+RANDOM_INIT_SEED = 0
 
 
 @dataclass
@@ -152,12 +153,16 @@ def create_backbone(name: str, *, pretrained: str = "imagenet", weights_file: Pa
         raise UserError(f"--pretrained must be one of {', '.join(PRETRAINED_CHOICES)}, not '{pretrained}'")
     if weights_file is not None and not weights_file.is_file():
         raise UserError(f"--weights {weights_file} is not a file; pass a saved state dict (.pth or .safetensors)")
-    if name in _REGISTRY:
-        backbone = _REGISTRY[name](pretrained, weights_file)
-    else:
-        from search.models.timm_backbones import timm_backbone
+    # Random weights are seeded: the frozen stages of a --pretrained none study are not in any checkpoint, so
+    # every process (a resume, a worker, export) must draw the same ones the trials stood on.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        if name in _REGISTRY:
+            backbone = _REGISTRY[name](pretrained, weights_file)
+        else:
+            from search.models.timm_backbones import timm_backbone
 
-        backbone = timm_backbone(name, pretrained, weights_file)
+            backbone = timm_backbone(name, pretrained, weights_file)
     # oneDNN (CPU) and cuDNN both convolve NHWC fastest: EfficientNet-Lite0 at 224 px on 2 CPU cores runs
     # 1.7x faster forward and 1.1-1.7x forward+backward per stage; activations then stay NHWC through the network.
     shared = backbone.tap_model()
