@@ -35,9 +35,10 @@ PHOTOS = Path(__file__).parent / "photos"
 @pytest.mark.parametrize(
     ("name", "cuts"),
     [
-        ("test_convnext", ("stages_0", "stages_1", "stages_2", "stages_3")),
-        ("test_efficientnet", ("blocks_0", "blocks_1", "blocks_2", "blocks_3", "blocks_4", "conv_head")),
+        ("test_convnext", ("stages0", "stages1", "stages2", "stages3")),
+        ("test_efficientnet", ("blocks0", "blocks1", "blocks2", "blocks3", "blocks4", "conv_head")),
         ("test_resnet", ("act1", "layer1", "layer2", "layer3", "layer4")),
+        ("test_vit", tuple(f"blocks{i}" for i in range(6))),  # after the patch and position embedding, a block each
     ],
 )
 def test_a_timm_cnn_is_a_backbone_of_its_feature_levels(name: str, cuts: tuple[str, ...]) -> None:
@@ -49,9 +50,9 @@ def test_a_timm_cnn_is_a_backbone_of_its_feature_levels(name: str, cuts: tuple[s
     assert backbone.channels_at(cuts[-1]) == backbone.stage_shapes[-1][1]
 
 
-def test_a_transformer_is_refused_until_it_has_an_adapter() -> None:
+def test_a_family_without_an_adapter_is_refused_in_one_line() -> None:
     with pytest.raises(UserError, match="does not run as a sequence of its stages"):
-        create_backbone("test_vit", pretrained="none")
+        create_backbone("test_maxvit", pretrained="none")
 
 
 def test_an_unknown_name_says_where_names_come_from() -> None:
@@ -66,7 +67,7 @@ def test_weights_from_a_safetensors_file(tmp_path: Path) -> None:
     backbone = create_backbone("test_convnext", weights_file=path)
     assert backbone.weights == f"file:{path}"
     expected = trained.stages[3].blocks[0].conv_dw.weight
-    stage: Any = backbone.stages["stages_3"]
+    stage: Any = backbone.stages["stages3"]
     torch.testing.assert_close(stage[0].blocks[0].conv_dw.weight, expected)
 
 
@@ -115,10 +116,11 @@ def test_missing_weights_are_one_line_naming_the_ways_to_give_them(tmp_path: Pat
     assert not (tmp_path / "studies").exists(), "nothing was created"
 
 
-def test_a_timm_cnn_study_round_trips_through_export_onnx_and_predict(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("space", "name"), [("finetune", "test_convnext"), ("features", "test_vit")])
+def test_a_timm_study_round_trips_through_export_onnx_and_predict(tmp_path: Path, space: str, name: str) -> None:
     """Random weights are seeded, so an export in another process stands on the stages the trials stood on."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["--backbone", "test_convnext", "--pretrained", "none", "--data", str(PHOTOS), "--trials", "2"]
+    args = ["--space", space, "--backbone", name, "--pretrained", "none", "--data", str(PHOTOS), "--trials", "2"]
     args += ["--max-epochs", "2", "--patience", "1", "--storage", storage, "--study-name", "timm"]
     args += ["--artifact-dir", str(tmp_path / "artifacts"), "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(
@@ -129,7 +131,7 @@ def test_a_timm_cnn_study_round_trips_through_export_onnx_and_predict(tmp_path: 
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "test_convnext (random)" in done.stdout and "Best trial" in done.stdout
+    assert f"{name} (random)" in done.stdout and "Best trial" in done.stdout
     common = ["--study-name", "timm", "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
     assert results_main(["export", *common, "--out", str(tmp_path / "bundle")]) == 0
     assert results_main(["export", *common, "--out", str(tmp_path / "onnx"), "--format", "onnx"]) == 0

@@ -75,7 +75,11 @@ class FeatureExtractor:
         """The network cut after the deepest of `layers`, returning {layer: output} (traced once per layer set)."""
         if layers not in self._traced:
             nodes = {self.taps[layer]: layer for layer in layers}
-            self._traced[layers] = create_feature_extractor(self.model, return_nodes=nodes)
+            # modules whose forward branches on shapes (a transformer's embedding) are traced as one call
+            leaves = list({type(m) for m in self.model.modules() if getattr(m, "trace_as_leaf", False)})
+            self._traced[layers] = create_feature_extractor(
+                self.model, return_nodes=nodes, tracer_kwargs={"leaf_modules": leaves}
+            )
         return self._traced[layers]
 
     @torch.no_grad()

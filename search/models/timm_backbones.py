@@ -74,9 +74,9 @@ def _create(name: str, *, pretrained: bool) -> Any:
 
     try:
         if not pretrained:
-            return timm.create_model(name, pretrained=False)
+            return _with_any_size(timm.create_model, name, pretrained=False)
         with _hub_mode():
-            return timm.create_model(name, pretrained=True)
+            return _with_any_size(timm.create_model, name, pretrained=True)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
             from search.models.backbones import list_backbones
@@ -93,6 +93,14 @@ def _create(name: str, *, pretrained: bool) -> Any:
         ) from None
 
 
+def _with_any_size(create: Any, name: str, *, pretrained: bool) -> Any:
+    """A transformer that takes any input size (position embeddings resampled); CNNs take any size anyway."""
+    try:
+        return create(name, pretrained=pretrained, dynamic_img_size=True, dynamic_img_pad=True)
+    except TypeError:  # a CNN's constructor knows no such arguments
+        return create(name, pretrained=pretrained)
+
+
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file (no code can run from it) or a torch file (tensors only)."""
     if path.suffix == ".safetensors":
@@ -105,6 +113,63 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     from search.models.backbones import read_state_dict
 
     return read_state_dict(path)
+
+
+def to_map(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens [N, T, C] as a [N, C, T, 1] map: what the heads, caches and taps pool (over every token)."""
+    return tokens.transpose(1, 2).unsqueeze(-1)
+
+
+def to_tokens(grid: torch.Tensor) -> torch.Tensor:
+    return grid.squeeze(-1).transpose(1, 2)
+
+
+class Embed(nn.Module):
+    """A vision transformer's first stage: patches, class (and register) tokens, position embeddings, as a map.
+
+    It holds the attributes timm's VisionTransformer._pos_embed reads, so that method runs on it unchanged.
+    """
+
+    trace_as_leaf = True  # its forward branches on the input's shape: feature extraction traces it as one call
+
+    def __init__(self, vit: Any) -> None:
+        super().__init__()
+        self.patch_embed = vit.patch_embed
+        self.cls_token = vit.cls_token
+        self.reg_token = vit.reg_token
+        self.pos_embed = vit.pos_embed
+        self.pos_drop, self.patch_drop, self.norm_pre = vit.pos_drop, vit.patch_drop, vit.norm_pre
+        self.dynamic_img_size = vit.dynamic_img_size
+        self.no_embed_class = vit.no_embed_class
+        self.num_prefix_tokens = vit.num_prefix_tokens
+        self._pos_embed_of = type(vit)._pos_embed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self._pos_embed_of(self, self.patch_embed(x))
+        return to_map(self.norm_pre(self.patch_drop(tokens)))
+
+
+class TokenStage(nn.Module):
+    """Transformer blocks (and the final norm, after the last) between token maps."""
+
+    trace_as_leaf = True
+
+    def __init__(self, *parts: nn.Module) -> None:
+        super().__init__()
+        self.parts = nn.Sequential(*parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_map(self.parts(to_tokens(x)))
+
+
+def _transformer_stages(model: Any) -> tuple[nn.ModuleDict, tuple[str, ...]]:
+    """A vision transformer as an embedding stage and one stage a block, the last with the final norm."""
+    stages = nn.ModuleDict({"embed": Embed(model)})
+    blocks = list(model.blocks)
+    for index, block in enumerate(blocks):
+        last = index == len(blocks) - 1
+        stages[f"blocks{index}"] = TokenStage(block, model.norm) if last else TokenStage(block)
+    return stages, tuple(name for name in stages if name != "embed")
 
 
 def _stages(model: Any) -> tuple[nn.ModuleDict, tuple[str, ...]]:
@@ -124,18 +189,24 @@ def _stages(model: Any) -> tuple[nn.ModuleDict, tuple[str, ...]]:
     for name, child in children:
         pending.append(child)
         if name in levels:
-            key = name.replace(".", "_")
+            key = name.replace(".", "")  # stages.2 -> stages2: no "_N", which torch.fx reads as a repeated call
             stages[key] = nn.Sequential(*pending)
             cuts.append(key)
             pending = []
     if pending and any(p.numel() for module in pending for p in module.parameters()):
-        key = next(name for name, child in children if child is pending[0]).replace(".", "_")
+        key = next(name for name, child in children if child is pending[0]).replace(".", "")
         stages[key] = nn.Sequential(*pending)  # what follows the last level (a 1x1 head conv): a cut of its own
         cuts.append(key)
     elif pending:
         last = list(stages)[-1]
         stages[last] = nn.Sequential(*stages[last].children(), *pending)
     return stages, tuple(cuts)
+
+
+def _is_transformer(model: Any) -> bool:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, VisionTransformer)
 
 
 @torch.no_grad()
@@ -148,13 +219,14 @@ def _check_sequential(name: str, model: Any, stages: nn.ModuleDict) -> None:
         y = x
         for stage in stages.values():
             y = stage(y)
+        y = to_tokens(y) if _is_transformer(model) else y
         same = y.shape == expected.shape and torch.allclose(y, expected, atol=1e-4, rtol=1e-3)
     except Exception:
         same = False
     if not same:
         raise UserError(
-            f"timm model {name} does not run as a sequence of its stages (a transformer or another non-sequential "
-            "family); use a convolutional one (convnext_*, efficientnet_*, resnet*, regnet*, ...)"
+            f"timm model {name} does not run as a sequence of its stages (a family without an adapter here); "
+            "use a convolutional one (convnext_*, efficientnet_*, resnet*, regnet*, ...) or a ViT (vit_*, *_dinov2)"
         )
 
 
@@ -177,7 +249,7 @@ def timm_backbone(name: str, pretrained: str, weights_file: Path | None) -> Back
         raise UserError(
             f"timm model {name} exposes no feature_info; use a convolutional one (convnext_*, resnet*, ...)"
         )
-    stages, cuts = _stages(model)
+    stages, cuts = _transformer_stages(model) if _is_transformer(model) else _stages(model)
     _check_sequential(name, model, stages)
     from search.models.backbones import Backbone
 
