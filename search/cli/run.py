@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone",
         default=defaults.backbone,
-        help=f"one of {', '.join(list_backbones())}, or any convolutional timm model by name (e.g. convnext_tiny)",
+        help=f"one of {', '.join(list_backbones())}, or any timm CNN or ViT by name (e.g. convnext_tiny, vit_small_patch16_224)",
     )
     parser.add_argument(
         "--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights"

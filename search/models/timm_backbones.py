@@ -1,10 +1,11 @@
-"""Any timm CNN as a Backbone: stages from its `feature_info`, preprocessing from its `pretrained_cfg`.
+"""Any timm CNN or ViT as a Backbone: stages from its `feature_info`, preprocessing from its `pretrained_cfg`.
 
-A timm model's `forward_features` runs its children in order; the children that hold a feature
-level (timm's `feature_info`: `stages.2`, `blocks.4`, `layer3`, ...) end a stage, so a trial may cut
-after any of them and unfreeze stages back from there. Families whose features are not such a
-sequence (transformers, which add position embeddings and class tokens between children) are
-refused with one line until they have an adapter of their own. Weights come the way timm users
+A timm CNN's `forward_features` runs its children in order; the children that hold a feature level
+(timm's `feature_info`: `stages.2`, `blocks.4`, `layer3`, ...) end a stage, so a trial may cut after
+any of them and unfreeze stages back from there. A VisionTransformer is an embedding stage (patches,
+class token, position embeddings) and then a stage a block, its tokens carried as [N, C, T, 1] maps
+so that heads, caches and taps pool them like any map. Other families are refused with one line;
+every adapter is checked against the model's own forward_features when it is built. Weights come the way timm users
 get them: `--weights FILE` (a state dict or safetensors), else the Hugging Face cache (honouring
 HF_HUB_OFFLINE) or a download where the network allows.
 """

@@ -30,9 +30,9 @@ from search.training.configs import SpaceContext
 from search.training.finetune import trained_span
 from search.training.stage_costs import StageCosts, Workload, trial_seconds
 
-TRIAL_FLOOR_S = 180.0  # a trial may always cost this much: small sets then keep their fine-tuning choices
+TRIAL_FLOOR_S = 180.0  # a trial may always cost this much: small sets keep augmented fine-tuning (bench/RESULTS.md)
 TRIAL_PASSES = 5.0  # ... or this many passes of the whole network over every image, for big sets
-BUDGET_TRIALS = 4  # with --time-budget, a trial may cost at most this fraction of what is left: several fit
+BUDGET_TRIALS = 4  # with --time-budget, a trial may cost at most 1/4 of the time left: several fit
 # On a CPU a study searches at most the last 2 stages at the coarsest resolution, however cheap: offering every
 # stage spread a 20-trial flowers study over a wider space and it found less (README, Real photos)
 CPU_MAX_UNFREEZE = 2
