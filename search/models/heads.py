@@ -7,6 +7,11 @@ from torch import nn
 FLATTEN_GRID = 4  # "flatten" pools to 4x4 first: Keras' Flatten of a 32 px CNN's maps, at any input size
 
 
+def pooled_grid(pool: str) -> int:
+    """The side of the grid a head pools the cut's maps to before its first linear layer."""
+    return FLATTEN_GRID if pool == "flatten" else 1
+
+
 def build_head(
     in_channels: int,
     num_classes: int,
@@ -21,7 +26,7 @@ def build_head(
 
     With no hidden layer the head is the standard linear probe: dropout, then the classifier.
     """
-    grid = FLATTEN_GRID if pool == "flatten" else 1
+    grid = pooled_grid(pool)
     layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(grid), nn.Flatten()]
     features = in_channels * grid * grid
     for _ in range(depth):

@@ -43,6 +43,7 @@ class FrozenPrefixCache:
         self.budget_bytes = budget_bytes
         self.waypoints: set[int] = set()  # prefix depths a pass keeps on its way deeper: see keep_on_the_way
         self._entries: OrderedDict[Key, torch.Tensor] = OrderedDict()
+        self._image_bytes: dict[Key, int] = {}  # one image's entry size, found once by a one-image pass
 
     @torch.no_grad()
     def run_prefix(self, images: torch.Tensor, frozen_stages: int) -> torch.Tensor:
@@ -60,7 +61,7 @@ class FrozenPrefixCache:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        if grid is not None and not any(pooled is None and stages <= frozen_stages for stages, pooled in self._entries):
+        if grid is not None and not self._deepest_unpooled(frozen_stages):
             self._pool_every_cut(frozen_stages, grid)  # from the pixels: one pass serves every cut point
             if key in self._entries:
                 return self._entries[key]
@@ -87,10 +88,19 @@ class FrozenPrefixCache:
         return list(self._entries)
 
     def _bytes_needed(self, frozen_stages: int, grid: int | None) -> int:
-        probe = self.run_prefix(self.data.images[:1], frozen_stages)
-        if grid is not None:
-            probe = nn.functional.adaptive_avg_pool2d(probe, grid)
-        return probe.numel() * probe.element_size() * len(self.data.images)
+        key = (frozen_stages, grid)
+        if key not in self._image_bytes:  # the planner asks for every cut and depth: one probe pass each
+            probe = self.run_prefix(self.data.images[:1], frozen_stages)
+            if grid is not None:
+                probe = nn.functional.adaptive_avg_pool2d(probe, grid)
+            self._image_bytes[key] = probe.numel() * probe.element_size()
+        return self._image_bytes[key] * len(self.data.images)
+
+    def _deepest_unpooled(self, frozen_stages: int) -> int:
+        """The deepest unpooled entry held at or before `frozen_stages` (0: none, start from the pixels)."""
+        return max(
+            (stages for stages, pooled in self._entries if pooled is None and stages <= frozen_stages), default=0
+        )
 
     @torch.no_grad()
     def _compute(self, frozen_stages: int, grid: int | None) -> torch.Tensor:
@@ -100,8 +110,7 @@ class FrozenPrefixCache:
         224 px, every prefix from the pixels cost a pass of the expensive high-resolution stages.
         A pooled entry is pooled batch by batch, so the full maps it comes from are never all held.
         """
-        usable = [stages for stages, pooled in self._entries if pooled is None and stages <= frozen_stages]
-        start = max(usable, default=0)
+        start = self._deepest_unpooled(frozen_stages)
         on_the_way = [depth for depth in self.waypoints if start < depth < frozen_stages and self.fits(depth)]
         if on_the_way and self.get(min(on_the_way)) is not None:
             start = min(on_the_way)

@@ -106,10 +106,11 @@ class Budget:
 
     def check(self, first_trials: float) -> None:
         """Refuse a budget that cannot hold the first trials after what preparing took: one line, the smallest."""
-        smallest = self.spent() + first_trials + FINISH_S
+        spent = self.spent()
+        smallest = spent + first_trials + FINISH_S
         if self.seconds < smallest:
             raise UserError(
-                f"--time-budget {self.seconds:.0f} is too small for this study here: preparing took {self.spent():.0f} s "
+                f"--time-budget {self.seconds:.0f} is too small for this study here: preparing took {spent:.0f} s "
                 f"and its first trials need about {first_trials:.0f} s; give at least {smallest:.0f} (or leave it out)"
             )
 

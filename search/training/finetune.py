@@ -21,7 +21,7 @@ from search.data.augment import augmentation
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
 from search.models.backbones import Backbone
-from search.models.heads import FLATTEN_GRID, build_head
+from search.models.heads import build_head, pooled_grid
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig
 from search.training.core import BestEpoch, EpochMetrics, Reporter, Status, TrainSettings, TrialResult
@@ -135,7 +135,7 @@ class _Network:
         self.num_classes = data.num_classes
         self.frozen_params = _count(backbone.stage_range(0, self.frozen_stages), trainable=False)
         # what the head reads when no stage trains: its own pooling of the cut's output, cached pooled (identical)
-        self.head_grid = FLATTEN_GRID if config.head_pool == "flatten" else 1
+        self.head_grid = pooled_grid(config.head_pool)
         self._prefixes: dict[tuple[int, int | None], torch.Tensor | None] = {}
 
     def _cached(self, stages: int) -> torch.Tensor | None:
