@@ -6,7 +6,7 @@ the validation items) on synthetic pooled features shaped like EfficientNet-Lite
 SVM only up to `KERNEL_SVM_MAX_ITEMS` items, SGD above it, forests drawing at most
 `RF_TREE_MAX_ITEMS` items per tree. A cell the space would not offer is measured anyway up to
 `--max-offered-seconds` and marked `(not offered)`, so the table shows why the limits sit where
-they do. Prints a Markdown table for the README.
+they do. Prints a Markdown table for bench/RESULTS.md.
 
     python bench/bench_classifiers.py [--items 1000,5000,20000,42500]
 """

@@ -34,7 +34,7 @@ TRIAL_FLOOR_S = 180.0  # a trial may always cost this much: small sets keep augm
 TRIAL_PASSES = 5.0  # ... or this many passes of the whole network over every image, for big sets
 BUDGET_TRIALS = 4  # with --time-budget, a trial may cost at most 1/4 of the time left: several fit
 # On a CPU a study searches at most the last 2 stages at the coarsest resolution, however cheap: offering every
-# stage spread a 20-trial flowers study over a wider space and it found less (README, Real photos)
+# stage spread a 20-trial flowers study over a wider space and it found less (docs/real-photos.md)
 CPU_MAX_UNFREEZE = 2
 SMALL_IMAGES = 64  # at or below this side (networks from scratch) a CPU may train every stage
 FINISH_S = 15.0  # of a --time-budget, kept for what follows the last trial: the test evaluation and the summary
