@@ -25,9 +25,9 @@ def classifiers_for(train_size: int) -> list[str]:
 def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     """A logistic regression on the L2-normalised average pool of the deepest layer: the usual linear-probe baseline."""
     deepest = ctx.feature_layers[-1]
-    return {f"feat_use_{layer}": layer == deepest for layer in ctx.feature_layers} | {
-        f"feat_pool_{deepest}": "avg",
-        f"feat_l2_{deepest}": True,
+    return {ctx.own(f"feat_use_{layer}"): layer == deepest for layer in ctx.feature_layers} | {
+        ctx.own(f"feat_pool_{deepest}"): "avg",
+        ctx.own(f"feat_l2_{deepest}"): True,
         "feat_pca": False,
         "clf_name": "logreg",
         "clf_logreg_c": 0.1,  # strong regularisation: photos give few items for ~1,000 standardised features
@@ -43,10 +43,10 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     """Which layers to tap (one on/off choice per layer, so the sampler learns which help), then a classifier."""
     layers, pooling, l2 = [], [], []
     for layer in ctx.feature_layers:
-        if trial.suggest_categorical(f"feat_use_{layer}", [False, True]):
+        if trial.suggest_categorical(ctx.own(f"feat_use_{layer}"), [False, True]):
             layers.append(layer)
-            pooling.append(trial.suggest_categorical(f"feat_pool_{layer}", list(POOLINGS)))
-            l2.append(trial.suggest_categorical(f"feat_l2_{layer}", [False, True]))
+            pooling.append(trial.suggest_categorical(ctx.own(f"feat_pool_{layer}"), list(POOLINGS)))
+            l2.append(trial.suggest_categorical(ctx.own(f"feat_l2_{layer}"), [False, True]))
     if not layers:  # an empty subset has nothing to learn from; tell the sampler this corner is worthless
         raise optuna.TrialPruned("no feature layer chosen")
     pca_dims = (

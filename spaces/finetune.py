@@ -25,7 +25,7 @@ def batch_sizes_for(ctx: SpaceContext) -> list[int]:
 def _common(ctx: SpaceContext, cut: str) -> dict[str, Any]:
     batch_sizes = batch_sizes_for(ctx)
     return {
-        "backbone_cut": cut,
+        ctx.own("backbone_cut"): cut,
         "head_depth": 0,
         "head_dropout": 0.2,  # light regularisation of a 1280-wide linear probe
         "loss_label_smoothing": 0.1,  # the common fine-tuning default (timm, torchvision's recipes)
@@ -76,7 +76,7 @@ def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
 @register_space("finetune", first_trials=first_trials)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
-    cut = trial.suggest_categorical("backbone_cut", list(ctx.cut_points))
+    cut = trial.suggest_categorical(ctx.own("backbone_cut"), list(ctx.cut_points))
     head_depth = trial.suggest_int("head_depth", 0, 2)  # 0: the linear probe of the standard recipe
     head_width, head_batchnorm = HEAD_WIDTHS[0], False
     if head_depth > 0:

@@ -29,7 +29,9 @@ def test_a_study_ends_within_its_budget_and_says_what_it_spent(tmp_path: Path) -
     ]
     assert 2 <= len(finished) < 1000, "the budget, not --trials, ended it, after the probe and the standard recipe"
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert "cpu" in study.user_attrs[STAGE_COSTS_ATTR], "the stage timing the plan came from is on the study"
+    assert "efficientnet_lite0@cpu" in study.user_attrs[STAGE_COSTS_ATTR], (
+        "the stage timing the plan came from is on the study"
+    )
     assert study.user_attrs["test_evaluation"]["trial"] == study.best_trial.number, "scored on test within the budget"
 
 

@@ -26,6 +26,8 @@ from search.results.bundles import load_bundle
 from search.results.onnx_bundle import load_onnx_bundle
 from search.results.predict import image_files
 from search.results.reading import artifact_store_for
+from search.study.checkpoints import CHECKPOINT_ATTR
+from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
 from tests.helpers import ROOT
 
@@ -116,12 +118,75 @@ def test_missing_weights_are_one_line_naming_the_ways_to_give_them(tmp_path: Pat
     assert not (tmp_path / "studies").exists(), "nothing was created"
 
 
+def _run_study(tmp_path: Path, space: str, backbone: str, *, trials: int = 2) -> subprocess.CompletedProcess[str]:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["--space", space, "--backbone", backbone, "--pretrained", "none", "--data", str(PHOTOS)]
+    args += ["--trials", str(trials), "--max-epochs", "2", "--patience", "1", "--storage", storage]
+    args += [
+        "--study-name",
+        "timm",
+        "--artifact-dir",
+        str(tmp_path / "artifacts"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_study.py"), *args],
+        cwd=tmp_path,
+        env=_offline(tmp_path / "empty-cache"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _assert_exports_agree(tmp_path: Path, trial: int) -> None:
+    """The trial's bundle and ONNX graph, written by `export`, predict what the study's kept model predicts."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ["--study-name", "timm", "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
+    common += ["--trial", str(trial)]
+    bundle_dir, onnx_dir = tmp_path / f"bundle{trial}", tmp_path / f"onnx{trial}"
+    assert results_main(["export", *common, "--out", str(bundle_dir)]) == 0
+    assert results_main(["export", *common, "--out", str(onnx_dir), "--format", "onnx"]) == 0
+    bundle = load_bundle(bundle_dir)
+    study = optuna.load_study(study_name="timm", storage=storage)
+    kept = load_trial_model(study, study.trials[trial], artifact_store_for(study, tmp_path / "artifacts"))
+    images = np.stack([decode_image_file(path, bundle.image_size) for path in image_files([PHOTOS])])
+    expected = kept.predict_proba(torch.from_numpy(images))
+    np.testing.assert_allclose(bundle.predict_proba(torch.from_numpy(images)), expected, atol=1e-5)
+    np.testing.assert_allclose(load_onnx_bundle(onnx_dir).predict_pixels(images), expected, atol=1e-3)
+
+
 @pytest.mark.parametrize(("space", "name"), [("finetune", "test_convnext"), ("features", "test_vit")])
 def test_a_timm_study_round_trips_through_export_onnx_and_predict(tmp_path: Path, space: str, name: str) -> None:
     """Random weights are seeded, so an export in another process stands on the stages the trials stood on."""
+    done = _run_study(tmp_path, space, name)
+    assert f"{name} (random)" in done.stdout and "Best trial" in done.stdout
+    study = optuna.load_study(study_name="timm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    _assert_exports_agree(tmp_path, study.best_trial.number)
+
+
+@pytest.mark.parametrize("space", ["finetune", "features"])
+def test_a_study_searches_backbones_and_each_trial_exports_on_its_own(tmp_path: Path, space: str) -> None:
+    """`--backbone a,b`: `backbone` is a parameter, the first trials cover each one, each kept model exports."""
+    done = _run_study(tmp_path, space, "test_convnext,test_vit", trials=2)
+    assert "searching backbones test_convnext, test_vit" in done.stdout
+    study = optuna.load_study(study_name="timm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert sorted(t.params["backbone"] for t in trials) == ["test_convnext", "test_vit"]
+    best = study.best_trial
+    assert f"Best trial {best.number} (" in done.stdout and f" on {best.params['backbone']})" in done.stdout
+    for trial in trials:  # the cut points are each backbone's own parameters: Optuna refuses changing choices
+        assert all("@" not in name or name.endswith("@" + trial.params["backbone"]) for name in trial.params)
+        if CHECKPOINT_ATTR in trial.user_attrs:  # the first trial and each better one kept its model
+            _assert_exports_agree(tmp_path, trial.number)
+
+
+def test_the_zoo_searches_the_entries_whose_weights_are_here(tmp_path: Path) -> None:
+    """Offline with an empty Hugging Face cache, the zoo keeps the bundled Lite0 and names what it skipped."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["--space", space, "--backbone", name, "--pretrained", "none", "--data", str(PHOTOS), "--trials", "2"]
-    args += ["--max-epochs", "2", "--patience", "1", "--storage", storage, "--study-name", "timm"]
+    args = ["--space", "features", "--backbone", "zoo", "--data", str(PHOTOS), "--trials", "1", "--storage", storage]
     args += ["--artifact-dir", str(tmp_path / "artifacts"), "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(
         [sys.executable, str(ROOT / "run_study.py"), *args],
@@ -131,14 +196,13 @@ def test_a_timm_study_round_trips_through_export_onnx_and_predict(tmp_path: Path
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{name} (random)" in done.stdout and "Best trial" in done.stdout
-    common = ["--study-name", "timm", "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
-    assert results_main(["export", *common, "--out", str(tmp_path / "bundle")]) == 0
-    assert results_main(["export", *common, "--out", str(tmp_path / "onnx"), "--format", "onnx"]) == 0
-    bundle = load_bundle(tmp_path / "bundle")
-    study = optuna.load_study(study_name="timm", storage=storage)
-    kept = load_trial_model(study, study.best_trial, artifact_store_for(study, tmp_path / "artifacts"))
-    images = np.stack([decode_image_file(path, bundle.image_size) for path in image_files([PHOTOS])])
-    expected = kept.predict_proba(torch.from_numpy(images))
-    np.testing.assert_allclose(bundle.predict_proba(torch.from_numpy(images)), expected, atol=1e-5)
-    np.testing.assert_allclose(load_onnx_bundle(tmp_path / "onnx").predict_pixels(images), expected, atol=1e-3)
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "--backbone zoo: skipping" in output and "efficientnet_b0.ra_in1k" in output
+    assert "efficientnet_lite0" in output and "convnext_tiny" not in output  # a GPU entry: not on a CPU
+
+
+def test_several_backbones_refuse_one_weights_file() -> None:
+    with pytest.raises(UserError, match="--weights gives one network; it cannot go with several backbones"):
+        StudySpec(backbone="test_convnext,test_vit", weights=Path("mine.safetensors"))
+    with pytest.raises(UserError, match="several distinct ones"):
+        StudySpec(backbone="test_vit,test_vit")

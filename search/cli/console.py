@@ -20,6 +20,7 @@ from search.results.text import format_pairs
 from search.study.record import STOP_REASON, completed_trials, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
+from search.training.configs import BACKBONE_PARAM
 
 DEFAULTS = StudySpec()
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
@@ -115,7 +116,10 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         best = done[0]
         accuracy = best.user_attrs.get("val_accuracy")
         val = f": val accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
-        lines.append(f"Best trial {best.number} ({kind.approach(best.user_attrs['config'])}){val}.")
+        approach = kind.approach(best.user_attrs["config"])
+        if BACKBONE_PARAM in best.params:  # a study that searched backbones: which one won
+            approach += f" on {best.params[BACKBONE_PARAM]}"
+        lines.append(f"Best trial {best.number} ({approach}){val}.")
     test = stored_test(study)  # only when it is for the current best trial
     if test is not None:
         lines.append(

@@ -21,6 +21,7 @@ from search.cli.console import StudyProgress, closing_message, configure_logging
 from search.cli.launcher import run_workers
 from search.errors import StudyAborted, UserError
 from search.kinds import get_kind
+from search.models import zoo
 from search.models.backbones import list_backbones
 from search.study import runner
 from search.study.record import finished_count
@@ -78,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone",
         default=defaults.backbone,
-        help=f"one of {', '.join(list_backbones())}, or any timm CNN or ViT by name (e.g. convnext_tiny, vit_small_patch16_224)",
+        help=f"one of {', '.join(list_backbones())}, or any timm CNN or ViT by name (e.g. convnext_tiny, "
+        "vit_small_patch16_224); several separated by commas make the backbone a searched choice; 'zoo' searches "
+        "a curated list, cheap to strong (docs/backbones.md)",
     )
     parser.add_argument(
         "--weights", type=Path, default=None, help="a state-dict file for the backbone instead of its ImageNet weights"
@@ -178,11 +181,15 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
         console.print(
             f"study [bold]{spec.name}[/]: {data.name} ({len(data.labels)} images, {data.num_classes} classes, "
             f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}, {data.image_size}px), "
-            f"{prepared.resources.backbone.name} ({prepared.resolved.backbone_weights}) on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
+            f"{_backbones_line(prepared)} on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
             highlight=False,
         )
-        if prepared.plan is not None:
-            console.print(prepared.plan.summary(), highlight=False)
+        for name, setup in prepared.setups.items():
+            if spec.backbones == (zoo.ZOO,):
+                console.print(f"  {name}: {zoo.why(name)}", highlight=False)
+            if setup.plan is not None:
+                mine = f"on {name}, " if len(prepared.setups) > 1 else ""
+                console.print(mine + setup.plan.summary(), highlight=False)
         already = finished_count(study)
         if already >= spec.trials:
             console.print(
@@ -215,6 +222,12 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
         soft_wrap=True,
     )
     return 0
+
+
+def _backbones_line(prepared: runner.PreparedStudy) -> str:
+    if len(prepared.setups) == 1:
+        return f"{prepared.resources.backbone.name} ({prepared.resolved.backbone_weights})"
+    return f"searching backbones {', '.join(prepared.setups)}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -145,6 +145,13 @@ class StudyKind(ABC):
     @abstractmethod
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         """Decode or extract the data once for this process."""
+
+    def prepare_another(self, prepared: Prepared, source: ImageSource, inputs: KindInputs) -> Prepared:
+        """The study's data for another backbone of a study that searches several: that backbone's caches, the same split."""
+        again = self.prepare(source, inputs)
+        if again.data.keys != prepared.data.keys:
+            raise UserError(f"{inputs.backbone.name} read other images of the data than the study's first backbone")
+        return replace(again, data=prepared.data)
 
     @abstractmethod
     def train(

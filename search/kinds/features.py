@@ -31,7 +31,7 @@ from search.kinds.registry import get_kind, register_kind
 from search.kinds.transfer import transferred_backbone
 from search.models.backbones import Backbone, create_backbone, load_tensors
 from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
-from search.training.configs import FeaturesConfig, config_from_dict
+from search.training.configs import BACKBONE_PARAM, FeaturesConfig, config_from_dict, plain_params
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.features import pooled_columns, select_features, train_features
 from search.training.pipeline_files import (
@@ -187,7 +187,7 @@ class FeaturesKind(StudyKind):
     config_type = FeaturesConfig
     checkpoint_file = f"features_pipeline{SKOPS_SUFFIX}"  # the fitted pipeline; never a pickle
     accepts_source = True
-    main_choices = ("clf_name", "feat_pca")
+    main_choices = ("backbone", "clf_name", "feat_pca")
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
         """The study's own backbone under a fine-tuned source (whose stages stand on it); a scratch network alone."""
@@ -304,8 +304,12 @@ class FeaturesKind(StudyKind):
         return f"{names.get(config['classifier'], config['classifier'])} on {layers} frozen layer{'s' if layers > 1 else ''}"
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
-        """The layers tapped, then the classifier and its settings."""
+        """The backbone when searched, the layers tapped, then the classifier and its settings."""
+        params = plain_params(params)
         layers = [k.removeprefix("feat_use_") for k, v in params.items() if k.startswith("feat_use_") and v]
-        return [("layers", "+".join(layers))] + [
-            (k, v) for k, v in params.items() if k.startswith(("clf_", "feat_pca_dims"))
-        ]
+        searched = [(BACKBONE_PARAM, params[BACKBONE_PARAM])] if BACKBONE_PARAM in params else []
+        return (
+            searched
+            + [("layers", "+".join(layers))]
+            + [(k, v) for k, v in params.items() if k.startswith(("clf_", "feat_pca_dims"))]
+        )

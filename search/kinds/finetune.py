@@ -6,7 +6,7 @@ import copy
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from search.models.backbones import Backbone, create_backbone, freeze, load_tens
 from search.models.heads import hidden_part
 from search.models.onnx_graphs import PROBABILITIES, FromPixels, module_to_onnx
 from search.models.prefix_cache import FrozenPrefixCache
-from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
+from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict, plain_params
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.finetune import head_for, train_finetune, trained_span
 from search.training.stage_costs import StageCosts, measure_stage_costs
@@ -41,6 +41,7 @@ from search.training.stage_costs import StageCosts, measure_stage_costs
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
 KEY_PARAMS = (
+    "backbone",
     "backbone_cut",
     "reinit_blocks",
     "unfreeze_blocks",
@@ -151,7 +152,7 @@ class FinetuneKind(NetworkKind):
     config_type = FinetuneConfig
     checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
     accepts_source = True  # trains on another trial's network: --from-trial
-    main_choices = ("unfreeze_blocks", "augment", "backbone_cut", "opt_name")
+    main_choices = ("backbone", "unfreeze_blocks", "augment", "backbone_cut", "opt_name")
 
     def network_parts(
         self, config: Any, backbone: Backbone, num_classes: int
@@ -164,6 +165,10 @@ class FinetuneKind(NetworkKind):
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         data = decode_source(source, image_size=inputs.image_size, cache_dir=inputs.cache_dir)
         return Prepared(data=data, shared=FrozenPrefixCache(inputs.backbone, data, inputs.device))
+
+    def prepare_another(self, prepared: Prepared, source: ImageSource, inputs: KindInputs) -> Prepared:
+        """The decoded images once for every backbone; each has its own frozen-prefix cache."""
+        return replace(prepared, shared=FrozenPrefixCache(inputs.backbone, prepared.data, inputs.device))
 
     def approach(self, config: dict[str, Any]) -> str:
         """Frozen head, LP-FT or stages trained: the three answers to "fine-tuning or features?"."""
@@ -245,4 +250,5 @@ class FinetuneKind(NetworkKind):
         )
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        params = plain_params(params)
         return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]

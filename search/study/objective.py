@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -17,6 +17,7 @@ from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
 from search.study.costs import CostMeter
 from search.study.record import FAIL_REASON, STOP_REASON
+from search.training.configs import BACKBONE_PARAM
 from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
 
 log = logging.getLogger(__name__)
@@ -103,19 +104,28 @@ def record_costs(
 
 
 def make_objective(
-    suggest: Callable[[optuna.trial.BaseTrial, Any], Any], context: Any, resources: Resources
+    suggest: Callable[[optuna.trial.BaseTrial, Any], Any],
+    context: Any,
+    resources: Resources | Mapping[str, Resources],
 ) -> Callable[[optuna.Trial], float]:
-    """An Optuna objective: suggest a config, train it with the shared resources, report, return."""
-    kind = resources.kind
+    """An Optuna objective: suggest a config, train it with the shared resources, report, return.
+
+    Given each backbone's context and resources by name (a study that searches several), a trial first
+    draws its `backbone`, then the space proposes a config on that backbone's context.
+    """
 
     def objective(trial: optuna.Trial) -> float:
         try:
-            return run_trial(trial)
+            if isinstance(resources, Mapping):
+                name = trial.suggest_categorical(BACKBONE_PARAM, list(resources))
+                return run_trial(trial, context[name], resources[name])
+            return run_trial(trial, context, resources)
         except KeyboardInterrupt:  # in training or in the bookkeeping after it: the trial says why it failed
             trial.set_user_attr(FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
             raise
 
-    def run_trial(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial, context: Any, resources: Resources) -> float:
+        kind = resources.kind
         try:
             config = checked_config(suggest(trial, context), kind)
             settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)

@@ -153,12 +153,12 @@ def plan_study(
 
     None for kinds whose trials train no backbone stage.
     """
-    costs = read_stage_costs(study, device.type)
+    costs = read_stage_costs(study, backbone.name, device.type)
     if costs is None or costs.image_size != prepared.data.image_size:
         costs = kind.stage_costs(prepared, backbone, device)
         if costs is None:
             return None, None
-        write_stage_costs(study, costs)
+        write_stage_costs(study, backbone.name, costs)
     allowance = trial_allowance(costs, len(prepared.data.labels), budget_left=budget.left() if budget else None)
     image_size = prepared.data.image_size
     plan = plan_trials(costs, backbone, _workload(prepared, max_epochs), allowance=allowance, image_size=image_size)

@@ -20,6 +20,7 @@ from search.data.sources import class_counts
 from search.errors import UserError
 from search.kinds import SourceTrial, StudyKind, get_kind, kind_of_values
 from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
+from search.training.configs import BACKBONE_PARAM
 from search.training.stage_costs import StageCosts
 
 SPEC_ATTR = "spec"  # user attribute: the StudySpec as asked for (password masked)
@@ -48,6 +49,18 @@ class Resolved:
     # --from-trial: the source trial ("STUDY:N"), its kind, classes, data fingerprint and whether it is this data
     source: dict[str, Any] | None = None
     backbone: str | None = None  # what the networks stood on: --backbone, "scratch", or "trial STUDY:N"
+    # a study that searches several backbones: each one's weights, mean and std (the fields above are the first's)
+    backbones: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The backbones a study searches among; empty when it stands on one."""
+        return tuple(self.backbones or ())
+
+    def normalization_of(self, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the study fed `backbone`."""
+        facts = (self.backbones or {}).get(backbone)
+        return (tuple(facts["mean"]), tuple(facts["std"])) if facts else (self.mean, self.std)
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
@@ -65,6 +78,7 @@ class Resolved:
                 tuple(r["std"]),
                 r.get("source"),
                 r.get("backbone"),
+                r.get("backbones"),
             )
         spec = attrs.get(SPEC_ATTR, {})
         if spec.get("image_size") is None:
@@ -150,6 +164,10 @@ class StudyRecord:
     def image_size(self) -> int | None:
         return self.resolved.image_size if self.resolved else None
 
+    def backbone_of(self, trial: FrozenTrial) -> str:
+        """The backbone a trial stood on: its `backbone` parameter in a study that searches several."""
+        return str(trial.params.get(BACKBONE_PARAM, self.spec["backbone"]))
+
     def kind(self, trial: FrozenTrial | None = None) -> StudyKind:
         """The study's kind; for a study that did not record it, read from a trial's config."""
         if self.resolved is not None and self.resolved.kind is not None:
@@ -192,17 +210,20 @@ def write_setup(study: optuna.Study, spec: dict[str, Any], resolved: Resolved) -
     study.set_user_attr(RESOLVED_ATTR, resolved.to_record())
 
 
-def read_stage_costs(study: optuna.Study, device: str) -> StageCosts | None:
-    """The stage costs measured for this study on a device of this type, if a run measured them."""
-    record = study.user_attrs.get(STAGE_COSTS_ATTR, {}).get(device)
+def _stage_costs_key(backbone: str, device: str) -> str:
+    return f"{backbone}@{device}"
+
+
+def read_stage_costs(study: optuna.Study, backbone: str, device: str) -> StageCosts | None:
+    """The stage costs of `backbone` measured for this study on a device of this type, if a run measured them."""
+    record = study.user_attrs.get(STAGE_COSTS_ATTR, {}).get(_stage_costs_key(backbone, device))
     return StageCosts.from_record(record) if record else None
 
 
-def write_stage_costs(study: optuna.Study, costs: StageCosts) -> None:
+def write_stage_costs(study: optuna.Study, backbone: str, costs: StageCosts) -> None:
     """Keep the measurement, so that every worker and resume on this kind of device plans the same trials."""
-    study.set_user_attr(
-        STAGE_COSTS_ATTR, study.user_attrs.get(STAGE_COSTS_ATTR, {}) | {costs.device: costs.to_record()}
-    )
+    key = _stage_costs_key(backbone, costs.device)
+    study.set_user_attr(STAGE_COSTS_ATTR, study.user_attrs.get(STAGE_COSTS_ATTR, {}) | {key: costs.to_record()})
 
 
 def claim_split(study: optuna.Study, data: Dataset) -> str:
@@ -291,6 +312,8 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
     if record.resolved is None or record.data is None:
         raise UserError(f"study '{study_name}' holds no data record; it was not made by run_study.py")
     kind = record.kind(trial)
+    backbone = record.backbone_of(trial)
+    mean, std = record.resolved.normalization_of(backbone)
     return SourceTrial(
         study_name=study_name,
         number=number,
@@ -298,11 +321,11 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
         config=dict(trial.user_attrs["config"]),
         checkpoint=load_checkpoint(trial, kind, store, study_name=study_name),
         checkpoint_id=str(trial.user_attrs[CHECKPOINT_ATTR]),
-        backbone=record.spec["backbone"],
+        backbone=backbone,
         pretrained=record.spec.get("pretrained", "imagenet"),
         weights=record.spec.get("weights"),
-        mean=record.resolved.mean,
-        std=record.resolved.std,
+        mean=mean,
+        std=std,
         image_size=record.resolved.image_size,
         classes=record.data.classes,
         fingerprint=record.data.fingerprint,

@@ -1,4 +1,4 @@
-"""The study runner: open the storage, resolve the setup, prepare the kind's data, run the optimisation loop."""
+"""The study runner: prepare the kind's data for each backbone (after search.study.opening), run the optimisation loop."""
 
 from __future__ import annotations
 
@@ -6,46 +6,51 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-import torch
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.allocator import keep_freed_memory
 from search.data.dataset import SPLIT_CODES, Dataset, stratified_split
-from search.data.sizing import typical_size
-from search.data.sources import TRAIN, ImageSource, open_source
+from search.data.sources import TRAIN, open_source
 from search.errors import StudyAborted, UserError
-from search.kinds import KindInputs, SourceTrial, StudyKind, get_kind
+from search.kinds import KindInputs, SourceTrial
 from search.models.backbones import Backbone
-from search.study.artifacts import open_artifact_store
 from search.study.costs import CostMeter
 from search.study.evaluation import finish_study
 from search.study.objective import Resources, TrialFailed, make_objective
+from search.study.opening import Opened, check_same_setup, open_spec, resolve
 from search.study.planning import Budget, StopBeforeOverrun, TrialPlan, first_trials_seconds, plan_study
 from search.study.record import (
     FAIL_REASON,
     Resolved,
     StudyRecord,
     claim_split,
-    read_record,
-    read_source_trial,
     write_setup,
 )
-from search.study.spec import IDENTITY_FIELDS, StudySpec
-from search.study.storage import open_storage
+from search.study.spec import StudySpec
 from search.study.workers import StopWhenCovered, rounds, tagged, worker_seed
-from search.training.configs import SpaceContext
-from search.training.core import TrainSettings, resolve_device
-from spaces import Space, get_space
+from search.training.configs import BACKBONE_PARAM, SpaceContext
+from search.training.core import TrainSettings
+from spaces import Space
 
 MAX_FAILURES_IN_A_ROW = 5  # a study whose trials all fail is misconfigured; stop instead of looping
 STARTUP_TRIALS = 3  # trials the median pruner lets finish before it compares: see make_pruner
+WARMUP_EPOCHS = 2  # a trial's first epoch is never judged: a warm-up schedule makes it noisy
 Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class BackboneSetup:
+    """What the trials on one backbone share: the space's context, the prepared data and caches, the plan."""
+
+    context: SpaceContext
+    resources: Resources
+    plan: TrialPlan | None = None  # what the trials may cost (network kinds); None: not planned
 
 
 @dataclass
@@ -56,29 +61,28 @@ class PreparedStudy:
     resolved: Resolved  # what the runner decided from it
     study: optuna.Study
     space: Space
-    context: SpaceContext
-    resources: Resources
-    plan: TrialPlan | None = None  # what the trials may cost (network kinds); None: not planned
+    setups: dict[str, BackboneSetup]  # by backbone name: one, or each one a study searches among
     budget: Budget | None = None  # --time-budget, counted from the command's start
+
+    @property
+    def first(self) -> BackboneSetup:
+        return next(iter(self.setups.values()))
+
+    @property
+    def context(self) -> SpaceContext:
+        return self.first.context
+
+    @property
+    def resources(self) -> Resources:
+        return self.first.resources
+
+    @property
+    def plan(self) -> TrialPlan | None:
+        return self.first.plan
 
     @property
     def data(self) -> Dataset:
         return self.resources.prepared.data
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """The first step's findings: what the spec names exists, and what the storage already holds."""
-
-    space: Space
-    kind: StudyKind
-    device: torch.device
-    source: ImageSource
-    backbone: Backbone
-    storage: optuna.storages.RDBStorage
-    store: FileSystemArtifactStore
-    stored: StudyRecord | None  # the study of this name, when it exists
-    tapped: SourceTrial | None  # the trial named by --from-trial
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -102,110 +106,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=2)
-
-
-def _open(spec: StudySpec) -> _Opened:
-    """Check what the spec names, cheapest first (a typo must not create a database), and open the storage."""
-    space = get_space(spec.space)
-    kind = get_kind(space.kind)
-    device = resolve_device(spec.device)
-    source = open_source(spec.data, root=spec.data_root, classes=spec.classes)
-    backbone = kind.study_backbone(spec.backbone, pretrained=spec.pretrained, weights_file=spec.weights)
-    storage = open_storage(spec.storage)
-    store = open_artifact_store(spec.artifact_dir)
-    tapped = _source_trial(spec, kind, backbone, storage, store)
-    if tapped is not None:
-        backbone = kind.source_backbone(tapped, backbone)
-    return _Opened(space, kind, device, source, backbone, storage, store, read_record(storage, spec.name), tapped)
-
-
-def _source_trial(
-    spec: StudySpec, kind: StudyKind, backbone: Backbone, storage: optuna.storages.BaseStorage, store: Any
-) -> SourceTrial | None:
-    """The trial named by --from-trial; a fine-tuned one must have stood on this study's backbone flags."""
-    if spec.from_trial is None:
-        return None
-    if not kind.accepts_source:
-        raise UserError(
-            f"--from-trial is not for {kind.name} studies; it transfers a trained network to --space finetune or features"
-        )
-    source = read_source_trial(spec.from_trial, storage, store)
-    if not get_kind(source.kind).stands_on_backbone:
-        return source  # a scratch network is its own backbone
-    theirs = {"backbone": source.backbone, "pretrained": source.pretrained, "weights": source.weights}
-    ours = {
-        "backbone": backbone.name,
-        "pretrained": spec.pretrained,
-        "weights": str(spec.weights) if spec.weights else None,
-    }
-    for flag, value in theirs.items():  # the study records the backbone its network stands on
-        if value != ours[flag]:
-            raise UserError(f"trial {spec.from_trial} was trained with {flag}={value!r}; pass the same --{flag}")
-    return source
-
-
-def _resolve(spec: StudySpec, opened: _Opened) -> Resolved:
-    """What the spec leaves open: the image size (asked, stored, the tapped network's, or the kind's default) and weights."""
-    stored_size = opened.stored.image_size if opened.stored else None
-    tapped_size = opened.tapped.image_size if opened.tapped else None  # the size the tapped network was trained at
-    image_size = (
-        spec.image_size
-        or stored_size
-        or tapped_size
-        or opened.kind.input_size(
-            native=typical_size(opened.source),
-            backbone=opened.backbone,
-            pretrained=spec.pretrained != "none" or spec.weights is not None,
-            images=len(opened.source),
-            device=opened.device,
-        )
-    )
-    backbone = opened.backbone
-    return Resolved(
-        kind=opened.kind.name,
-        device=str(opened.device),
-        image_size=image_size,
-        backbone_weights=opened.tapped.weights_id if opened.tapped else backbone.weights,
-        mean=opened.tapped.mean if opened.tapped else backbone.mean,  # a transferred network keeps its preprocessing
-        std=opened.tapped.std if opened.tapped else backbone.std,
-        source=_source_summary(opened),
-        backbone=backbone.name,
-    )
-
-
-def _source_summary(opened: _Opened) -> dict[str, Any] | None:
-    """What the record says of a transferred trial: which, of what kind, trained on which data."""
-    tapped = opened.tapped
-    if tapped is None:
-        return None
-    return {
-        "trial": f"{tapped.study_name}:{tapped.number}",
-        "kind": tapped.kind,
-        "classes": list(tapped.classes),
-        "fingerprint": tapped.fingerprint,
-        "same_data": tapped.fingerprint == opened.source.fingerprint(),
-    }
-
-
-def _check_same_setup(spec: StudySpec, resolved: Resolved, stored: StudyRecord) -> None:
-    """Refuse to mix trials of another space, backbone, image size, metric or normalisation under one name."""
-    old, current = dict(stored.spec), spec.to_record()
-    was = stored.resolved
-    if was is not None:  # the size is compared as resolved: a resume need not repeat --image-size
-        old["image_size"], current["image_size"] = was.image_size, resolved.image_size
-    for key in IDENTITY_FIELDS:
-        if key in old and old[key] != current[key]:
-            raise UserError(
-                f"study '{spec.name}' was run with {key}={old[key]!r}, not {current[key]!r}; use another --study-name or the same {key}"
-            )
-    if was is None:
-        return
-    if (was.mean, was.std) != (resolved.mean, resolved.std):
-        raise UserError(
-            f"study '{spec.name}' was run with another pixel normalisation (mean {list(was.mean)}, std {list(was.std)}) "
-            f"than {spec.backbone}'s weights need (mean {list(resolved.mean)}, std {list(resolved.std)}); use another --study-name"
-        )
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS)
 
 
 def _check_same_data(spec: StudySpec, recorded: StudyRecord, data: Dataset) -> None:
@@ -217,7 +118,7 @@ def _check_same_data(spec: StudySpec, recorded: StudyRecord, data: Dataset) -> N
         )
 
 
-def _split(spec: StudySpec, data: Dataset, opened: _Opened) -> Dataset:
+def _split(spec: StudySpec, data: Dataset, opened: Opened) -> Dataset:
     """The data with the study's split: stored, the source trial's on its own data (no leakage), or a new one."""
     stored, tapped = opened.stored, opened.tapped
     if stored is not None:
@@ -246,8 +147,9 @@ def _trained_on_by(source: SourceTrial, data: Dataset) -> np.ndarray:
     return np.fromiter((key in trained for key in data.keys), dtype=bool, count=len(data.keys))
 
 
-def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...], plan: TrialPlan | None) -> SpaceContext:
-    backbone = opened.backbone
+def _context(
+    opened: Opened, backbone: Backbone, data: Dataset, feature_layers: tuple[str, ...], plan: TrialPlan | None
+) -> SpaceContext:
     stages = {cut: backbone.max_unfreeze(cut) for cut in backbone.cut_points}
     return SpaceContext(
         backbone=backbone.name,
@@ -261,11 +163,22 @@ def _context(opened: _Opened, data: Dataset, feature_layers: tuple[str, ...], pl
         feature_layers=feature_layers,
         image_size=data.image_size,
         transferred=opened.tapped is not None,
+        searched=tuple(b.name for b in opened.backbones) if len(opened.backbones) > 1 else (),
     )
 
 
+def _first_trials(space: Space, contexts: list[SpaceContext]) -> list[dict[str, Any]]:
+    """The space's known-good recipes; searching several backbones, each recipe on each backbone in turn."""
+    if space.first_trials is None:
+        return []
+    if len(contexts) == 1:
+        return space.first_trials(contexts[0])
+    per_backbone = [[p | {BACKBONE_PARAM: ctx.backbone} for p in space.first_trials(ctx)] for ctx in contexts]
+    return [params for recipes in zip_longest(*per_backbone) for params in recipes if params is not None]
+
+
 def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
-    """Open the study and build its kind's data and caches once for this process.
+    """Open the study and build its kind's data and caches once for this process (once per backbone searched).
 
     `started` (time.monotonic()) is when the command began: --time-budget counts from there.
     """
@@ -273,20 +186,24 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
         Budget(spec.time_budget, started if started is not None else time.monotonic()) if spec.time_budget else None
     )
     keep_freed_memory()  # every batch allocates the same big tensors: reuse them instead of faulting pages in
-    opened = _open(spec)
-    resolved = _resolve(spec, opened)
+    opened = open_spec(spec)
+    resolved = resolve(spec, opened)
     if opened.stored is not None:
-        _check_same_setup(spec, resolved, opened.stored)  # before decoding: a mismatch should not cost minutes
-    opened.backbone.stages.to(opened.device)
-    inputs = KindInputs(
-        backbone=opened.backbone,
-        device=opened.device,
-        image_size=resolved.image_size,
-        cache_dir=spec.cache_dir,
-        weights=resolved.backbone_weights,
-        source=opened.tapped,
-    )
-    prepared = opened.kind.prepare(opened.source, inputs)
+        check_same_setup(spec, resolved, opened.stored)  # before decoding: a mismatch should not cost minutes
+    inputs = [
+        KindInputs(
+            backbone=backbone,
+            device=opened.device,
+            image_size=resolved.image_size,
+            cache_dir=spec.cache_dir,
+            weights=resolved.backbone_weights if backbone is opened.backbone else backbone.weights,
+            source=opened.tapped,
+        )
+        for backbone in opened.backbones
+    ]
+    for backbone in opened.backbones:
+        backbone.stages.to(opened.device)
+    prepared = opened.kind.prepare(opened.source, inputs[0])
     data = _split(spec, prepared.data, opened)
     study = optuna.create_study(
         study_name=spec.name,
@@ -301,20 +218,7 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
         data = data.with_split(claim_split(study, data))
     write_setup(study, spec.to_record(), resolved)
     prepared = replace(prepared, data=data)
-    plan, costs = plan_study(study, opened.kind, opened.backbone, opened.device, prepared, spec.max_epochs, budget)
-    context = _context(opened, data, prepared.feature_layers, plan)
-    first = opened.space.first_trials(context) if opened.space.first_trials is not None else []
-    if budget is not None:
-        needed = (
-            0.0
-            if costs is None
-            else first_trials_seconds(
-                first, opened.space.suggest, context, costs, opened.backbone, prepared, spec.max_epochs
-            )
-        )
-        budget.check(needed)
-    for params in first[: spec.trials]:  # the known-good recipes first, as many as --trials asks; once each
-        study.enqueue_trial(params, skip_if_exists=True)
+    each = [prepared] + [opened.kind.prepare_another(prepared, opened.source, more) for more in inputs[1:]]
     settings = TrainSettings(
         max_epochs=spec.max_epochs,
         patience=spec.patience,
@@ -323,15 +227,29 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
         metric=spec.metric,
         deadline=budget.deadline if budget else None,
     )
-    resources = Resources(
-        kind=opened.kind,
-        prepared=prepared,
-        backbone=opened.backbone,
-        settings=settings,
-        artifact_store=opened.store,
-        costs=CostMeter(resolved.image_size, settings.device),
-    )
-    return PreparedStudy(spec, resolved, study, opened.space, context, resources, plan, budget)
+    setups: dict[str, BackboneSetup] = {}
+    needed = 0.0  # seconds the first trials take, for --time-budget
+    for backbone, its in zip(opened.backbones, each, strict=True):
+        plan, costs = plan_study(study, opened.kind, backbone, opened.device, its, spec.max_epochs, budget)
+        context = _context(opened, backbone, data, its.feature_layers, plan)
+        if budget is not None and costs is not None:
+            mine = _first_trials(opened.space, [context])
+            needed += first_trials_seconds(mine, opened.space.suggest, context, costs, backbone, its, spec.max_epochs)
+        resources = Resources(
+            kind=opened.kind,
+            prepared=its,
+            backbone=backbone,
+            settings=settings,
+            artifact_store=opened.store,
+            costs=CostMeter(resolved.image_size, settings.device),
+        )
+        setups[backbone.name] = BackboneSetup(context, resources, plan)
+    if budget is not None:
+        budget.check(needed)
+    first = _first_trials(opened.space, [setup.context for setup in setups.values()])
+    for params in first[: spec.trials]:  # the known-good recipes first, as many as --trials asks; once each
+        study.enqueue_trial(params, skip_if_exists=True)
+    return PreparedStudy(spec, resolved, study, opened.space, setups, budget)
 
 
 class _StopAfterFailures:
@@ -350,13 +268,23 @@ class _StopAfterFailures:
             study.stop()
 
 
+def _trial_setups(prepared: PreparedStudy) -> tuple[Any, Any]:
+    """What make_objective takes: one context and resources, or each backbone's by name."""
+    if len(prepared.setups) == 1:
+        return prepared.context, prepared.resources
+    return (
+        {name: setup.context for name, setup in prepared.setups.items()},
+        {name: setup.resources for name, setup in prepared.setups.items()},
+    )
+
+
 def run(prepared: PreparedStudy, *, callbacks: Sequence[Callback] = ()) -> None:
     """Top the study up to `spec.trials` finished trials, shared with any other workers on it.
 
     StudyAborted when trials keep failing.
     """
     spec, study = prepared.spec, prepared.study
-    objective = tagged(make_objective(prepared.space.suggest, prepared.context, prepared.resources))
+    objective = tagged(make_objective(prepared.space.suggest, *_trial_setups(prepared)))
     guard = _StopAfterFailures(MAX_FAILURES_IN_A_ROW)
     stops: list[Callback] = [StopWhenCovered(spec.trials), guard]
     timeout = spec.timeout

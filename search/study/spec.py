@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from search.data.sizing import MIN_IMAGE_SIZE
 from search.errors import UserError
+from search.models.zoo import ZOO
 from search.study.storage import mask_password
 from search.training.core import METRICS
 
@@ -85,10 +86,26 @@ class StudySpec:
             problems.append("--timeout must be a positive number of seconds")
         if self.time_budget is not None and self.time_budget <= 0:
             problems.append("--time-budget must be a positive number of seconds")
+        problems += self._backbone_problems()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
         if problems:
             raise UserError("; ".join(problems))
+
+    def _backbone_problems(self) -> list[str]:
+        names = self.backbones
+        if not names or len(set(names)) != len(names):
+            return ["--backbone must name one backbone, several distinct ones separated by commas, or zoo"]
+        if len(names) == 1 and names != (ZOO,):
+            return []
+        several = "--backbone zoo" if names == (ZOO,) else "several backbones"
+        clashes = {"--weights": self.weights is not None, "--from-trial": self.from_trial is not None}
+        return [f"{flag} gives one network; it cannot go with {several}" for flag, given in clashes.items() if given]
+
+    @property
+    def backbones(self) -> tuple[str, ...]:
+        """The backbones named by --backbone: one, several a study searches among, or (zoo,) for the curated list."""
+        return tuple(name.strip() for name in self.backbone.split(",") if name.strip())
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:

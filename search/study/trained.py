@@ -18,15 +18,15 @@ from search.study.record import StudyRecord, read_source_trial, record_of, stora
 CPU = torch.device("cpu")
 
 
-def recorded_backbone(record: StudyRecord, kind: StudyKind) -> Backbone:
-    """The study's backbone, fed the pixels the study fed it."""
+def recorded_backbone(record: StudyRecord, kind: StudyKind, name: str) -> Backbone:
+    """The backbone `name` of the study, fed the pixels the study fed it."""
     spec = record.spec
     weights = Path(spec["weights"]) if spec.get("weights") else None
     pretrained = spec.get("pretrained", "imagenet")
-    backbone = kind.study_backbone(spec["backbone"], pretrained=pretrained, weights_file=weights)
+    backbone = kind.study_backbone(name, pretrained=pretrained, weights_file=weights)
     if record.resolved is None:
         return backbone
-    return backbone.with_normalization(record.resolved.mean, record.resolved.std)
+    return backbone.with_normalization(*record.resolved.normalization_of(name))
 
 
 def load_trial_model(
@@ -40,7 +40,7 @@ def load_trial_model(
     checkpoint = load_checkpoint(trial, kind, store, study_name=study.study_name)
     named = record.spec.get("from_trial")
     source = read_source_trial(named, storage_of(study), store) if named else None
-    backbone = recorded_backbone(record, kind)
+    backbone = recorded_backbone(record, kind, record.backbone_of(trial))
     inputs = ModelInputs(
         backbone=kind.source_backbone(source, backbone) if source else backbone,
         class_names=record.data.classes,

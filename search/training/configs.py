@@ -19,7 +19,13 @@ CLASSIFIERS = ("rf", "svm", "logreg", "sgd")  # sgd: a logistic regression by SG
 SVM_KERNELS = ("rbf", "linear", "poly")
 RF_MAX_FEATURES = ("sqrt", "log2", "0.2")
 
+BACKBONE_PARAM = "backbone"  # the trial parameter of a study that searches several backbones
 ConfigT = TypeVar("ConfigT")
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's parameters under their names on any backbone (`backbone_cut@vgg16` -> `backbone_cut`)."""
+    return {name.split("@", 1)[0]: value for name, value in params.items()}
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,15 @@ class SpaceContext:
     transferred: bool = (
         False  # the backbone is a trained trial's network (--from-trial): its stages may be re-initialised
     )
+    searched: tuple[str, ...] = ()  # every backbone of a study that searches several (this one among them)
+
+    def own(self, name: str) -> str:
+        """A parameter's name on this backbone: suffixed `@backbone` where the study searches several.
+
+        Cut points and layers differ between backbones, and Optuna refuses a categorical parameter
+        whose choices change; one name per backbone also keeps what the sampler learns of each apart.
+        """
+        return f"{name}@{self.backbone}" if len(self.searched) > 1 else name
 
     def augments(self, cut: str, unfreeze: int) -> bool:
         """Whether a trial cut at `cut` training `unfreeze` stages may augment its images within its time."""
