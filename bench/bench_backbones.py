@@ -22,16 +22,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import torch
 from bench_defaults import Arm, run_arm
 
+from search.allocator import keep_freed_memory
 from search.data.dataset import decoded_batches
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import open_source
 from search.errors import UserError
+from search.kinds.features import EXTRACT_BATCH
 from search.models.backbones import create_backbone
 from search.models.zoo import available, zoo_names
 
@@ -41,7 +44,8 @@ OFFLINE_CANDIDATES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_
 
 
 def extraction_seconds(data: str, name: str, image_size: int, pixels: Path) -> float:
-    """One backbone's pass over every image into a fresh feature cache; the pixels are decoded already."""
+    """One backbone's pass over every image into a fresh feature cache, as a study makes it (its allocator
+    setting and batch); the pixels are decoded already."""
     backbone = create_backbone(name)
     taps = FeatureExtractor(backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=CPU)
     source = open_source(data, root=Path("studies/datasets"))
@@ -49,9 +53,29 @@ def extraction_seconds(data: str, name: str, image_size: int, pixels: Path) -> f
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         FeatureCache(Path(folder), key, taps).ensure(
-            lambda: decoded_batches(source, image_size=image_size, cache_dir=pixels)
+            lambda: decoded_batches(source, image_size=image_size, cache_dir=pixels, batch_size=EXTRACT_BATCH)
         )
         return time.perf_counter() - started
+
+
+def phases(folder: Path, name: str, started: datetime, ended: datetime) -> str:
+    """Where an arm's wall went: before its first trial (decoding, extraction), its trials, after them (test)."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / name}.db")
+    starts = [t.datetime_start for t in study.trials if t.datetime_start]
+    ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
+    before, during, after = min(starts) - started, max(ends) - min(starts), ended - max(ends)
+    spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
+    trial_sum = sum((end - start).total_seconds() for start, end in spans if start and end)
+    return (
+        f"{before.total_seconds():.0f}s before the first trial, {during.total_seconds():.0f}s of trials "
+        f"({trial_sum:.0f}s summed), {after.total_seconds():.0f}s after"
+    )
+
+
+def timed_arm(name: str, folder: Path, data: str, *flags: str) -> tuple[Arm, str]:
+    started = datetime.now()
+    arm = run_arm(name, folder, data, folder / f"cache-{name}", *flags)
+    return arm, phases(folder, name, started, datetime.now())
 
 
 def main() -> None:
@@ -60,6 +84,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--backbones", default=None, help="comma-separated; default: the offline ones that are here")
     args = parser.parse_args()
+    keep_freed_memory()  # as every study process does (search/allocator.py), so the extraction costs what it does there
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = tuple(args.backbones.split(",")) if args.backbones else OFFLINE_CANDIDATES
     built, skipped = available(names, create_backbone)
@@ -74,11 +99,13 @@ def main() -> None:
     trials = ["--space", "features", "--trials", str(args.trials)]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        alone = run_arm("alone", folder, args.data, folder / "cache-alone", *trials, "--backbone", BASELINE)
-        several = run_arm("searched", folder, args.data, folder / "cache-searched", *trials, "--backbone", searched)
+        alone, alone_phases = timed_arm("alone", folder, args.data, *trials, "--backbone", BASELINE)
+        several, searched_phases = timed_arm("searched", folder, args.data, *trials, "--backbone", searched)
         pixels = folder / "cache-searched"  # decoded at image_size by the searched study
         extractions = {b.name: extraction_seconds(args.data, b.name, image_size, pixels) for b in built}
     report(alone, several, extractions)
+    print(f"  alone: {alone_phases}")
+    print(f"  searched: {searched_phases}")
 
 
 def report(alone: Arm, several: Arm, extractions: dict[str, float]) -> None:

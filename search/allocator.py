@@ -1,12 +1,10 @@
 """Keep freed memory in the process for reuse: training allocates the same big tensors every batch.
 
 glibc serves an allocation over its mmap threshold (at most 32 MB) with a fresh `mmap` and returns it
-to the system on free, so every batch's activations fault their pages in again. On 2 CPU cores a
-20-trial finetune study of 600 photos at 224 px spent as much time in the kernel as in compute
-(862 s user, 856 s system, 275 M minor page faults). Five training steps of EfficientNet-Lite0 at
-224 px, batch 32: 19.9 s as glibc ships, 12.5 s with mmap off and trimming raised (5.5 M faults to
-27 k). The price is that a process keeps its peak heap until it exits, which a study's worker does
-anyway. Other C libraries (musl, macOS) are left as they are.
+to the system on free, so every batch's activations fault their pages in again: a CPU study can spend
+as much time in the kernel as in compute (bench/RESULTS.md, "Measurements behind the code"). The
+price is that a process keeps its peak heap until it exits, which a study's worker does anyway.
+Other C libraries (musl, macOS) are left as they are.
 """
 
 from __future__ import annotations

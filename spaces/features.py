@@ -9,7 +9,7 @@ import optuna
 from search.training.configs import CLASSIFIERS, POOLINGS, RF_MAX_FEATURES, SVM_KERNELS, FeaturesConfig, SpaceContext
 from spaces._registry import register_space
 
-KERNEL_SVM_MAX_ITEMS = 5_000  # an SVM's fit grows with the square of the items: 42,500 CIFAR-10 items took over 8 min
+KERNEL_SVM_MAX_ITEMS = 5_000  # an SVM's fit grows with the square of the items (bench/bench_classifiers.py)
 RF_TREE_MAX_ITEMS = (
     10_000  # each tree draws at most this many items (max_samples): its cost stops growing with the data
 )

@@ -17,7 +17,7 @@ from search.data.feature_cache import FeatureExtractor
 from search.data.pixels import normalize_pixels
 from search.data.sources import TEST, TRAIN, VAL
 from search.errors import UserError
-from search.kinds import ModelInputs, SourceTrial, TrainedModel, get_kind, kind_names, kind_of_config, kind_of_values
+from search.kinds import ModelInputs, SourceTrial, TrainedModel, get_kind, kind_names, kind_of_config
 from search.kinds.features import FeaturesKind, FeaturesModel
 from search.kinds.finetune import FinetuneKind, FinetuneModel
 from search.kinds.registry import register_kind
@@ -149,32 +149,6 @@ def test_another_object_is_no_kinds_config(other: object) -> None:
     with pytest.raises(UserError, match=f"returned a {type(other).__name__}") as raised:
         kind_of_config(other)
     assert "FinetuneConfig" in str(raised.value) and "FeaturesConfig" in str(raised.value)
-
-
-@pytest.mark.parametrize(("config", "name"), [(FINETUNE, "finetune"), (FEATURES, "features"), (TAPPED, "features")])
-def test_a_stored_config_is_recognised_by_its_fields(config: FinetuneConfig | FeaturesConfig, name: str) -> None:
-    assert kind_of_values(stored(dataclasses.asdict(config))).name == name
-
-
-def test_a_stored_config_without_later_fields_keeps_its_kind() -> None:
-    older = {k: v for k, v in dataclasses.asdict(FINETUNE).items() if k not in ("layer_decay", "label_smoothing")}
-    assert kind_of_values(older).name == "finetune"
-    required = {"layers": ["block7"], "pooling": ["avg"], "l2_normalize": [True], "pca_dims": 0, "classifier": "rf"}
-    assert kind_of_values(required).name == "features"
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        dataclasses.asdict(FINETUNE) | {"mixup": 0.2},  # an unknown key
-        dataclasses.asdict(FEATURES) | {"cut": "block7"},  # keys of two kinds
-        {k: v for k, v in dataclasses.asdict(FINETUNE).items() if k != "lr"},  # a required key missing
-        {},
-    ],
-)
-def test_a_stored_config_of_no_kind_is_refused(values: dict[str, Any]) -> None:
-    with pytest.raises(UserError, match="matches no study kind"):
-        kind_of_values(values)
 
 
 def test_registering_a_kind_name_twice_is_loud() -> None:
@@ -332,7 +306,7 @@ def test_finetune_describe_picks_the_key_choices_in_order() -> None:
         ("augment", "light"),
     ]
     other = {"lr": 0.1, "width": 3, "depth": 1, "dropout": 0.2, "decay": 0.0, "momentum": 0.9, "seed": 4}
-    assert get_kind("finetune").describe(other) == list(other.items())[:6]  # a custom space: its first six
+    assert get_kind("finetune").describe(other) == list(other.items())  # a custom space shows in full
 
 
 def test_features_describe_names_the_layers_then_the_classifier() -> None:

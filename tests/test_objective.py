@@ -15,7 +15,7 @@ from search.kinds import Prepared, get_kind
 from search.models.backbones import Backbone
 from search.models.prefix_cache import FrozenPrefixCache
 from search.study.objective import Resources, make_objective
-from search.study.record import FAIL_REASON
+from search.study.trial_facts import FAIL_REASON
 from search.training.core import TrainSettings
 from spaces import get_space
 from tests.test_finetune_space import CTX

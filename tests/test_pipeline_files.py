@@ -20,7 +20,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from search.errors import UserError
 from search.kinds import get_kind
-from search.kinds.features import LEGACY_PIPELINE_FILE, PIPELINE_FILE, WEIGHTS_FILE
+from search.kinds.features import PIPELINE_FILE, WEIGHTS_FILE
 from search.results.bundles import load_bundle, save_bundle
 from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
@@ -130,14 +130,12 @@ def features_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("replaced", [PIPELINE_FILE, LEGACY_PIPELINE_FILE, WEIGHTS_FILE])
+@pytest.mark.parametrize("replaced", [PIPELINE_FILE, WEIGHTS_FILE])
 def test_predict_refuses_a_bundle_carrying_a_malicious_pickle_and_runs_nothing(
     replaced: str, features_bundle: Path, tmp_path: Path
 ) -> None:
     bundle = tmp_path / "received"
     shutil.copytree(features_bundle, bundle)
-    if replaced == LEGACY_PIPELINE_FILE:  # a bundle from before skops: its pipeline was pickle.dumps'ed
-        (bundle / PIPELINE_FILE).unlink()
     marker = tmp_path / "ran"
     (bundle / replaced).write_bytes(malicious_pickle(marker))
     images = write_image_folder(tmp_path / "images", per_class=1)

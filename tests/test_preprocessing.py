@@ -25,7 +25,7 @@ from search.models.backbones import (
     create_backbone,
     read_state_dict,
 )
-from search.study.record import Resolved
+from search.study.record import RESOLVED_ATTR, Resolved
 
 PHOTOS = Path(__file__).parent / "photos"
 IMAGENET_DAISY = 985  # ImageNet-1k class index of "daisy"
@@ -67,13 +67,12 @@ def test_each_backbone_declares_its_weights_preprocessing(backbone: Backbone) ->
 
 
 def test_a_stored_study_is_rebuilt_with_the_normalisation_it_recorded(backbone: Backbone) -> None:
-    recorded = {"spec": {"image_size": 64, "extra": {"normalization": backbone.normalization}}}
-    resolved = Resolved.from_attrs(recorded)
-    assert resolved is not None and resolved.mean == backbone.mean
-    # studies from before the normalisation was recorded were all fed ImageNet's statistics
-    legacy = Resolved.from_attrs({"spec": {"image_size": 64, "extra": {}}})
-    assert legacy is not None and (legacy.mean, legacy.std) == (IMAGENET_MEAN, IMAGENET_STD)
-    assert backbone.with_normalization(legacy.mean, legacy.std).std == IMAGENET_STD
+    written = Resolved("finetune", "cpu", 64, backbone.weights, backbone.mean, backbone.std)
+    resolved = Resolved.from_attrs({RESOLVED_ATTR: written.to_record()})
+    assert resolved == written
+    imagenet = Resolved("finetune", "cpu", 64, "x", IMAGENET_MEAN, IMAGENET_STD)
+    assert backbone.with_normalization(imagenet.mean, imagenet.std).std == IMAGENET_STD
+    assert Resolved.from_attrs({}) is None  # a study run_study.py did not make
 
 
 def test_feature_caches_are_keyed_on_the_normalisation() -> None:

@@ -17,9 +17,10 @@ from rich.table import Table
 
 from search.kinds import StudyKind
 from search.results.text import format_pairs
-from search.study.record import STOP_REASON, completed_trials, finished_count, stored_test
+from search.study.record import completed_trials, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
+from search.study.trial_facts import TrialFacts
 from search.training.configs import BACKBONE_PARAM
 
 DEFAULTS = StudySpec()
@@ -62,10 +63,10 @@ class StudyProgress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         style = STATE_STYLE.get(trial.state, "white")
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        accuracy = trial.user_attrs.get("val_accuracy")
-        acc = f" acc={accuracy:.2%}" if accuracy is not None else ""
-        seconds = trial.user_attrs.get("seconds", 0.0)
-        reason = trial.user_attrs.get("fail_reason", "")
+        facts = TrialFacts.of(trial)
+        acc = f" acc={facts.val_accuracy:.2%}" if facts.val_accuracy is not None else ""
+        seconds = facts.seconds or 0.0
+        reason = facts.fail_reason or ""
         self.console.print(
             f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
             f"{format_params(trial.params, self.kind)} [dim]{seconds:.1f}s[/] {reason}",
@@ -107,16 +108,17 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
     spent = f"finished in {seconds:.0f}s"
     if spec.time_budget is not None:
         spent += f" of a {spec.time_budget:.0f}s budget"
-        stopped_by_budget = sum(STOP_REASON in t.user_attrs for t in study.get_trials(deepcopy=False))
+        stopped_by_budget = sum(TrialFacts.of(t).stop_reason is not None for t in study.get_trials(deepcopy=False))
         if stopped_by_budget:
             spent += f" ({stopped_by_budget} trial{'s' if stopped_by_budget > 1 else ''} ended early by it)"
     lines = [spent + "."]
     done = completed_trials(study)
-    if done and "config" in done[0].user_attrs:
+    best_facts = TrialFacts.of(done[0]) if done else None
+    if done and best_facts is not None and best_facts.config is not None:
         best = done[0]
-        accuracy = best.user_attrs.get("val_accuracy")
-        val = f": val accuracy {accuracy:.2%}" if isinstance(accuracy, float) else ""
-        approach = kind.approach(best.user_attrs["config"])
+        accuracy = best_facts.val_accuracy
+        val = f": val accuracy {accuracy:.2%}" if accuracy is not None else ""
+        approach = kind.approach(best_facts.config)
         if BACKBONE_PARAM in best.params:  # a study that searched backbones: which one won
             approach += f" on {best.params[BACKBONE_PARAM]}"
         lines.append(f"Best trial {best.number} ({approach}){val}.")
@@ -136,7 +138,7 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
 
 
 def _figure(value: object, form: str, *, scale: float = 1.0) -> str:
-    """A measured figure, or a dash for trials that lack it (older studies)."""
+    """A measured figure, or a dash for a trial that lacks it (its model could not be timed)."""
     return form.format(value * scale) if isinstance(value, int | float) else "-"
 
 
@@ -147,14 +149,15 @@ def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
     for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "ms/image", "size", "params"):
         table.add_column(column)
     for trial in done[:top]:
+        facts = TrialFacts.of(trial)
         table.add_row(
             str(trial.number),
             f"{trial.value:.4f}",
-            f"{trial.user_attrs.get('val_accuracy', float('nan')):.2%}",
-            str(trial.user_attrs.get("epochs_run", "")),
-            f"{trial.user_attrs.get('seconds', 0.0):.1f}",
-            _figure(trial.user_attrs.get("latency_ms_b1"), "{:.1f}"),
-            _figure(trial.user_attrs.get("size_bytes"), "{:.3g} MB", scale=1e-6),
+            _figure(facts.val_accuracy, "{:.2%}"),
+            _figure(facts.epochs_run, "{}"),
+            _figure(facts.seconds, "{:.1f}"),
+            _figure(facts.latency_ms_b1, "{:.1f}"),
+            _figure(facts.size_bytes, "{:.3g} MB", scale=1e-6),
             format_params(trial.params, kind),
         )
     return table

@@ -1,8 +1,8 @@
 """Leave the process once its work is saved, without the interpreter's slow teardown of every module.
 
 After importing torch, scikit-learn and matplotlib, CPython's own finalisation (freeing every module
-and object, after the exit handlers) took 1.5 s on 2 cores: most of the 2 seconds in which Ctrl-C must
-end a study. Everything a command writes is written and committed before its `main` returns, so the
+and object, after the exit handlers) is most of the 2 seconds in which Ctrl-C must end a study
+(bench/RESULTS.md, "Measurements behind the code"). Everything a command writes is written and committed before its `main` returns, so the
 exit handlers (logging's flush, temporary folders' cleanup, multiprocessing's) are all that is left.
 """
 

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-trial",
         default=None,
         metavar="STUDY:NUMBER",
-        help="features space: tap the network fine-tuned by this finished finetune trial (same storage)",
+        help="stand on the network a finished finetune or scratch trial trained (same storage): --space finetune "
+        "cuts and trains it further under a new head, --space features taps its layers",
     )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes to start on this study")
     parser.add_argument("--study-name", default=None, help="default: <space>-<data>-<backbone>")

@@ -7,7 +7,7 @@ from search.kinds import features as features
 from search.kinds import finetune as finetune
 from search.kinds import scratch as scratch
 from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind, TrainedModel
-from search.kinds.registry import get_kind, kind_names, kind_of_config, kind_of_values, register_kind
+from search.kinds.registry import get_kind, kind_names, kind_of_config, register_kind
 
 __all__ = [
     "KindInputs",
@@ -20,6 +20,5 @@ __all__ = [
     "get_kind",
     "kind_names",
     "kind_of_config",
-    "kind_of_values",
     "register_kind",
 ]

@@ -16,7 +16,6 @@ from torch import nn
 from search.data.dataset import dataset_of, decoded_batches, warn_ignored
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey, pool
 from search.data.sources import ImageSource
-from search.errors import UserError
 from search.kinds.base import (
     InferenceParts,
     KindInputs,
@@ -50,7 +49,6 @@ PREDICT_BATCH = 128
 FEATURES = "features"  # the ONNX value between the tapped network and the pipeline
 WEIGHTS_FILE = "weights.pt"
 PIPELINE_FILE = f"pipeline{SKOPS_SUFFIX}"  # skops: loading rebuilds trusted types only, runs no code
-LEGACY_PIPELINE_FILE = "pipeline.pkl"  # bundles before skops: never loaded
 
 
 @dataclass
@@ -245,9 +243,9 @@ class FeaturesKind(StudyKind):
         backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
         class_names = tuple(record["class_names"])
         source_config = record.get("source_config")
-        source_kind = record.get("source_kind") or "finetune"  # bundles before kinds were recorded tapped finetune only
-        source_classes = int(record.get("source_classes") or len(class_names))  # older bundles: the same classes
+        source_kind, source_classes = record.get("source_kind"), record.get("source_classes")
         if source_config:
+            assert source_kind is not None and source_classes is not None, "write_bundle records the source's kind"
             tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, source_classes)
         else:
             tap_model, taps = backbone.tap_model(), backbone.taps
@@ -256,10 +254,6 @@ class FeaturesKind(StudyKind):
             raise ValueError("the bundle's layer taps do not match this backbone")
         mean, std = tuple(record["mean"]), tuple(record["std"])
         extractor = FeatureExtractor(tap_model, taps, mean=mean, std=std, device=device)
-        if not (folder / PIPELINE_FILE).exists() and (folder / LEGACY_PIPELINE_FILE).exists():
-            raise UserError(
-                f"its pipeline is a pickle ({LEGACY_PIPELINE_FILE}), which can run code when loaded: refused"
-            )
         pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE, remedy="export it again")
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])

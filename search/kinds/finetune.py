@@ -251,4 +251,4 @@ class FinetuneKind(NetworkKind):
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         params = plain_params(params)
-        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]
+        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())  # a user's own space: all

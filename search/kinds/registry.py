@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from search.errors import UserError
 from search.kinds.base import StudyKind
@@ -38,14 +37,3 @@ def kind_of_config(config: object) -> StudyKind:
             return kind
     known = ", ".join(k.config_type.__name__ for k in _KINDS.values())
     raise UserError(f"the space returned a {type(config).__name__}; it must return one of: {known}")
-
-
-def kind_of_values(values: dict[str, Any]) -> StudyKind:
-    """The kind whose config type has exactly these fields (with its required ones): for studies that did
-    not record their kind, read from a trial's stored config."""
-    for kind in _KINDS.values():
-        fields = {f.name: f for f in dataclasses.fields(kind.config_type)}
-        required = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
-        if required <= set(values) <= set(fields):
-            return kind
-    raise UserError(f"a stored config with keys {sorted(values)} matches no study kind ({', '.join(_KINDS)})")

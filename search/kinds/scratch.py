@@ -115,4 +115,4 @@ class ScratchKind(NetworkKind):
         return FinetuneModel(network, config, SCRATCH_NAME, class_names, size, mean, std, device, kind=self.name)
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
-        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())[:6]
+        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())  # a user's own space: all

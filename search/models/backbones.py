@@ -164,8 +164,8 @@ def create_backbone(name: str, *, pretrained: str = "imagenet", weights_file: Pa
             from search.models.timm_backbones import timm_backbone
 
             backbone = timm_backbone(name, pretrained, weights_file)
-    # oneDNN (CPU) and cuDNN both convolve NHWC fastest: EfficientNet-Lite0 at 224 px on 2 CPU cores runs
-    # 1.7x faster forward and 1.1-1.7x forward+backward per stage; activations then stay NHWC through the network.
+    # oneDNN (CPU) and cuDNN both convolve NHWC fastest (bench/RESULTS.md, "Measurements behind the code");
+    # activations then stay NHWC through the network.
     shared = backbone.tap_model()
     shared.to(memory_format=torch.channels_last)
     freeze(shared)
@@ -300,7 +300,7 @@ def _efficientnet_lite(variant: int, pretrained: str, weights_file: Path | None)
         stages=stages,
         cut_points=("block3", "block4", "block5", "block6", "block7", "conv_head"),
         weights=weights,
-        mean=SIGNED_UNIT,  # mean = std = 0.5: with ImageNet's statistics instead, top-1 on real photos drops ~15 points
+        mean=SIGNED_UNIT,  # mean = std = 0.5, as the release was trained: ImageNet's statistics cost real photos points
         std=SIGNED_UNIT,
         native_image_size=LITE_NATIVE_SIZES[variant],
     )

@@ -29,6 +29,7 @@ from search.study.record import (
     trial_artifacts,
 )
 from search.study.scores import Classification
+from search.study.trial_facts import TrialFacts
 
 MISSING = "—"
 
@@ -70,8 +71,8 @@ def wall_time(study: optuna.Study) -> timedelta | None:
 
 def _kind(record: StudyRecord, best: FrozenTrial | None) -> str:
     try:
-        return record.kind(best).name
-    except UserError:  # a study from before kinds were recorded, without a completed trial to tell
+        return record.kind().name
+    except UserError:  # a study not made by run_study.py
         return MISSING
 
 
@@ -82,7 +83,7 @@ def _trained_from(record: StudyRecord) -> str:
         return f"trial {resolved.source['trial']} ({resolved.source['kind']})"
     if resolved is not None and resolved.kind == "scratch":
         return "random init"
-    return f"{record.spec.get('backbone', MISSING)} ({record.spec.get('pretrained', 'imagenet')})"
+    return f"{record.spec.backbone} ({record.spec.pretrained})" if record.spec else MISSING
 
 
 def _summary_row(study: optuna.Study, best: FrozenTrial | None) -> list[str]:
@@ -93,8 +94,8 @@ def _summary_row(study: optuna.Study, best: FrozenTrial | None) -> list[str]:
         study.study_name,
         _kind(record, best),
         _trained_from(record),
-        record.data.name if record.data else str(record.spec.get("data", MISSING)),
-        _percent(best.user_attrs.get("val_accuracy")) if best else MISSING,
+        record.data.name if record.data else MISSING,
+        _percent(TrialFacts.of(best).val_accuracy) if best else MISSING,
         _percent(test["accuracy"]) if test else MISSING,
         str(finished_count(study)),
         str(timedelta(seconds=round(span.total_seconds()))) if span else MISSING,

@@ -15,8 +15,7 @@ from optuna.trial import FrozenTrial
 
 from search.results.text import markdown_table, percent
 from search.study.plots import new_figure
-
-LATENCY = "latency_ms_b1"
+from search.study.trial_facts import TrialFacts
 
 
 class Sections(Protocol):
@@ -47,18 +46,26 @@ def section_costs(report: Sections, trials: Sequence[FrozenTrial], folder: Path)
 
 def timed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Trials with both figures (trials from before costs were measured have none)."""
-    return [t for t in trials if isinstance(t.user_attrs.get(LATENCY), int | float) and "val_accuracy" in t.user_attrs]
+    return [t for t in trials if TrialFacts.of(t).timed]
+
+
+def _latency(trial: FrozenTrial) -> float:
+    return float(TrialFacts.of(trial).latency_ms_b1 or 0.0)  # timed trials only: see `timed`
+
+
+def _accuracy(trial: FrozenTrial) -> float:
+    return float(TrialFacts.of(trial).val_accuracy or 0.0)
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The trials no other trial beats on accuracy and latency together, fastest first."""
     front: list[FrozenTrial] = []
     best_accuracy = float("-inf")
-    ordered = sorted(trials, key=lambda t: (t.user_attrs[LATENCY], -t.user_attrs["val_accuracy"]))
+    ordered = sorted(trials, key=lambda t: (_latency(t), -_accuracy(t)))
     for trial in ordered:  # by rising latency, a trial is on the front when it is more accurate than all faster ones
-        if trial.user_attrs["val_accuracy"] > best_accuracy:
+        if _accuracy(trial) > best_accuracy:
             front.append(trial)
-            best_accuracy = trial.user_attrs["val_accuracy"]
+            best_accuracy = _accuracy(trial)
     return front
 
 
@@ -66,15 +73,15 @@ def plot_accuracy_latency(trials: Sequence[FrozenTrial], front: Sequence[FrozenT
     figure = new_figure(7, 4.2, layout="constrained")
     axes = figure.subplots()
     axes.scatter(
-        [t.user_attrs[LATENCY] for t in trials],
-        [t.user_attrs["val_accuracy"] for t in trials],
+        [_latency(t) for t in trials],
+        [_accuracy(t) for t in trials],
         s=14,
         alpha=0.5,
         label="trials",
     )
     axes.plot(
-        [t.user_attrs[LATENCY] for t in front],
-        [t.user_attrs["val_accuracy"] for t in front],
+        [_latency(t) for t in front],
+        [_accuracy(t) for t in front],
         "-o",
         color="tab:red",
         markersize=5,
@@ -84,7 +91,7 @@ def plot_accuracy_latency(trials: Sequence[FrozenTrial], front: Sequence[FrozenT
     for trial in front:
         axes.annotate(
             f"#{trial.number}",
-            (trial.user_attrs[LATENCY], trial.user_attrs["val_accuracy"]),
+            (_latency(trial), _accuracy(trial)),
             textcoords="offset points",
             xytext=(4, -10),
             fontsize=7,
@@ -100,16 +107,18 @@ def plot_accuracy_latency(trials: Sequence[FrozenTrial], front: Sequence[FrozenT
 
 def cost_lines(front: Sequence[FrozenTrial]) -> list[str]:
     """The front as a table: what each choice costs and scores."""
-    rows = [
-        (
-            t.number,
-            percent(t.user_attrs.get("val_accuracy")),
-            f"{t.user_attrs[LATENCY]:.1f}",
-            f"{t.user_attrs.get('latency_ms_b64', float('nan')):.2f}",
-            f"{t.user_attrs.get('params', 0) / 1e6:.2f} M",
-            f"{t.user_attrs.get('size_bytes', 0) / 1e6:.1f} MB",
+    rows = []
+    for trial in front:
+        facts = TrialFacts.of(trial)
+        rows.append(
+            (
+                trial.number,
+                percent(facts.val_accuracy),
+                f"{_latency(trial):.1f}",
+                f"{facts.latency_ms_b64:.2f}" if facts.latency_ms_b64 is not None else "-",
+                f"{(facts.params or 0) / 1e6:.2f} M",
+                f"{(facts.size_bytes or 0) / 1e6:.1f} MB",
+            )
         )
-        for t in front
-    ]
     header = ("trial", "val acc", "ms/image (batch 1)", "ms/image (batch 64)", "parameters", "size")
     return markdown_table(header, rows)

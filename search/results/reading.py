@@ -58,7 +58,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 def artifact_store_for(study: optuna.Study, artifact_dir: Path | None) -> FileSystemArtifactStore:
     """The given folder, else the one the study was run with; it must exist (reading creates nothing)."""
-    path = artifact_dir or Path(record_of(study).spec.get("artifact_dir", DEFAULT_ARTIFACT_DIR))
+    spec = record_of(study).spec
+    path = artifact_dir or (spec.artifact_dir if spec else DEFAULT_ARTIFACT_DIR)
     if not path.is_dir():
         raise UserError(
             f"artifact folder {path} of study '{study.study_name}' does not exist; pass the --artifact-dir it was run with"

@@ -94,12 +94,13 @@ def _section_study(report: Report, study: optuna.Study) -> None:
         "",
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Trials: "
         + ", ".join(f"{n} {s.name.lower()}" for s, n in states.items() if n)
-        + f"; the study {study.direction.name.lower()}s {spec.get('metric', 'its objective')}.",
+        + f"; the study {study.direction.name.lower()}s {spec.metric if spec else 'its objective'}.",
         "",
         "## Study",
         "",
     )
-    rows = [(key, spec[key]) for key in SPEC_KEYS if spec.get(key) is not None]
+    stored = spec.to_record() if spec else {}
+    rows = [(key, stored[key]) for key in SPEC_KEYS if stored.get(key) is not None]
     resolved = report.record.resolved
     rows += [(key, value) for key, value in (resolved.to_record() if resolved else {}).items()]
     report.add(*markdown_table(("setting", "value"), rows))
@@ -112,6 +113,11 @@ def _section_study(report: Report, study: optuna.Study) -> None:
             f"train/val/test {splits.get('train')}/{splits.get('val')}/{splits.get('test')} at {data.get('image_size')} px.",
             "",
         )
+
+
+def _metric(report: Report) -> str:
+    spec = report.record.spec
+    return spec.metric if spec else "value"
 
 
 def _data(report: Report) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def _section_best(
     val_rows: list[dict[str, str]] | None,
 ) -> None:
     attrs = best.user_attrs
-    metric = report.record.spec.get("metric", "value")
+    metric = _metric(report)
     report.add("## Best configuration", "", f"Trial {best.number}: {metric} = {_num(best.value)}.", "")
     report.add(*markdown_table(("parameter", "value"), sorted(best.params.items())))
     if "config" in attrs:
@@ -159,7 +165,7 @@ def _param_text(trial: FrozenTrial) -> str:
 
 
 def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -> None:
-    metric = report.record.spec.get("metric", "value")
+    metric = _metric(report)
     report.add("## Top trials", "")
     rows = [
         (
@@ -202,9 +208,8 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 
 def _main_choices(record: StudyRecord, study: optuna.Study) -> tuple[str, ...]:
     """The choices users of this study's kind compare first; other low-cardinality parameters follow."""
-    done = completed_trials(study)
     try:
-        return record.kind(done[0] if done else None).main_choices
+        return record.kind().main_choices
     except UserError:
         return ()
 
@@ -230,7 +235,7 @@ def choice_params(study: optuna.Study, importances: dict[str, float], main_choic
 def _section_groups(report: Report, study: optuna.Study, importances: dict[str, float]) -> None:
     report.add("## By choice", "")
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    metric = report.record.spec.get("metric", "value")
+    metric = _metric(report)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     names = choice_params(study, importances, _main_choices(report.record, study))
     if not names:

@@ -26,6 +26,7 @@ from search.data.sources import VAL
 from search.errors import UserError
 from search.study.plots import plot_confusion, plot_curves
 from search.study.scores import classify
+from search.study.trial_facts import VAL_MACRO_F1
 from search.training.core import METRICS, Status, TrialResult, better
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def save_trial_artifacts(
         if result.val_probabilities is not None and len(result.val_probabilities):
             labels = data.labels.numpy()[data.split == VAL]
             scores = classify(labels, result.val_probabilities, data.class_names)
-            trial.set_user_attr("val_macro_f1", scores.macro_f1)
+            trial.set_user_attr(VAL_MACRO_F1, scores.macro_f1)
             if earns_a_figure(trial, result, metric):
                 title = f"trial {trial.number}: validation ({scores.accuracy:.1%})"
                 files.append(plot_confusion(scores.confusion, data.class_names, folder / CONFUSION_FILE, title=title))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from search.kinds.base import InferenceParts
+from search.study import trial_facts as attr
 
 BATCHES = (1, 64)
 REPEATS = {1: 10, 64: 3}  # timed runs per batch size; batch 1 runs first, after one warm-up run
@@ -26,7 +27,7 @@ MIN_REPEATS = 3
 # than they tell (a forest's predict at batch 1 is ~50 ms of joblib threads: 15 runs were most of a
 # features trial's bookkeeping). Shared trunks are timed once and get every repeat.
 HEAD_BUDGET_MS = 50.0
-ATTRS = ("params", "size_bytes", "latency_ms_b1", "latency_ms_b64")
+LATENCY_ATTRS = {1: attr.LATENCY_MS_B1, 64: attr.LATENCY_MS_B64}  # per batch size timed
 
 
 def median_ms(
@@ -69,7 +70,7 @@ class CostMeter:
     @torch.no_grad()
     def measure(self, parts: InferenceParts) -> dict[str, float | int]:
         """params, size_bytes and latency_ms_b1/_b64 (per image) of one trial's model."""
-        costs: dict[str, float | int] = {"params": parts.parameters, "size_bytes": parts.size_bytes}
+        costs: dict[str, float | int] = {attr.PARAMS: parts.parameters, attr.SIZE_BYTES: parts.size_bytes}
         trunk = parts.trunk.to(self.device).eval()
         # The head's input, from one image: a batch repeats it, since a head's cost hardly depends on the values.
         single = trunk(self._images(1))
@@ -85,7 +86,7 @@ class CostMeter:
                     self._trunk_ms[key] = trunk_ms
             head_input = single.repeat(batch, *([1] * (single.dim() - 1)))
             head_ms = median_ms(partial(parts.head, head_input), REPEATS[batch], self.device, budget_ms=HEAD_BUDGET_MS)
-            costs[f"latency_ms_b{batch}"] = round((trunk_ms + head_ms) / batch, 3)
+            costs[LATENCY_ATTRS[batch]] = round((trunk_ms + head_ms) / batch, 3)
         return costs
 
     def _time_every_tap(self, tap_times: Callable[[torch.Tensor], dict[Hashable, float]], batch: int) -> None:

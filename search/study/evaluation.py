@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +27,10 @@ from search.kinds import Part, Prepared, StudyKind
 from search.progress import progress_bar
 from search.study.record import completed_trials, record_of, store_test, stored_test
 from search.study.scores import classify
-from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
 from search.study.workers import worker_id
 
 log = logging.getLogger(__name__)
-DEFAULTS = StudySpec()
 SCORE_BATCH = 256  # test images scored between two progress updates
 TEST_BY_PARENT_ENV = (
     "TRANSFER_SEARCH_TEST_BY_PARENT"  # set by --workers on its workers: the parent scores the test once
@@ -49,14 +46,12 @@ def stored_test_part(study: optuna.Study) -> Part:
     record = record_of(study)
     if record.resolved is None or record.data is None or record.split is None:
         raise UserError(f"study '{study.study_name}' holds no data record or split; it was not made by run_study.py")
-    spec, split, image_size = record.spec, record.split, record.resolved.image_size
-    source = open_source(spec["data"], root=Path(spec["data_root"]), classes=spec.get("classes"))
-    decoded = cached_images(source, image_size=image_size, root=Path(spec.get("cache_dir", DEFAULTS.cache_dir)))
+    spec, split, image_size = record.made, record.split, record.resolved.image_size
+    source = open_source(spec.data, root=spec.data_root, classes=spec.classes)
+    decoded = cached_images(source, image_size=image_size, root=spec.cache_dir)
     data = dataset_of(source, decoded.good, None, image_size=image_size)
     if data.fingerprint != record.data.fingerprint or len(data.labels) != len(split):
-        raise UserError(
-            f"the data '{spec['data']}' changed since study '{study.study_name}' ran; its test split is gone"
-        )
+        raise UserError(f"the data '{spec.data}' changed since study '{study.study_name}' ran; its test split is gone")
     is_test = np.frombuffer(split.encode(), dtype=np.uint8) == ord(SPLIT_CODES[TEST])
     return torch.from_numpy(decoded.images[np.flatnonzero(is_test)]), data.labels[torch.from_numpy(is_test)]
 

@@ -13,10 +13,10 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.errors import UserError
 from search.kinds import Prepared, StudyKind, kind_of_config
 from search.models.backbones import Backbone
+from search.study import trial_facts as attr
 from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
 from search.study.costs import CostMeter
-from search.study.record import FAIL_REASON, STOP_REASON
 from search.training.configs import BACKBONE_PARAM
 from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
 
@@ -65,26 +65,26 @@ def checked_config(config: object, kind: StudyKind) -> object:
 def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> None:
     """Keep the trial's metrics, resolved config and curves as user attributes."""
     attrs: dict[str, Any] = {
-        "config": dataclasses.asdict(config),  # type: ignore[call-overload]
-        "status": result.status.value,
-        "epochs_run": len(result.history),
-        "seconds": round(result.seconds, 2),
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "history": [dataclasses.asdict(m) for m in result.history],
+        attr.CONFIG: dataclasses.asdict(config),  # type: ignore[call-overload]
+        attr.STATUS: result.status.value,
+        attr.EPOCHS_RUN: len(result.history),
+        attr.SECONDS: round(result.seconds, 2),
+        attr.TRAINABLE_PARAMS: result.trainable_params,
+        attr.TOTAL_PARAMS: result.total_params,
+        attr.HISTORY: [dataclasses.asdict(m) for m in result.history],
     }
     if result.best is not None:
         best = result.best
         attrs |= {
-            "best_epoch": best.epoch,
-            "val_loss": best.val_loss,
-            "val_accuracy": best.val_accuracy,
-            "train_loss": best.train_loss,
-            "train_accuracy": best.train_accuracy,
+            attr.BEST_EPOCH: best.epoch,
+            attr.VAL_LOSS: best.val_loss,
+            attr.VAL_ACCURACY: best.val_accuracy,
+            attr.TRAIN_LOSS: best.train_loss,
+            attr.TRAIN_ACCURACY: best.train_accuracy,
         }
     if result.reason:
-        reason_attr = {Status.PRUNED: "prune_reason", Status.COMPLETE: STOP_REASON}.get(result.status, FAIL_REASON)
-        attrs[reason_attr] = result.reason
+        reasons = {Status.PRUNED: attr.PRUNE_REASON, Status.COMPLETE: attr.STOP_REASON}
+        attrs[reasons.get(result.status, attr.FAIL_REASON)] = result.reason
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
@@ -121,7 +121,7 @@ def make_objective(
                 return run_trial(trial, context[name], resources[name])
             return run_trial(trial, context, resources)
         except KeyboardInterrupt:  # in training or in the bookkeeping after it: the trial says why it failed
-            trial.set_user_attr(FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
+            trial.set_user_attr(attr.FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
             raise
 
     def run_trial(trial: optuna.Trial, context: Any, resources: Resources) -> float:
@@ -132,7 +132,7 @@ def make_objective(
             reporter = TrialReporter(trial, settings.metric)
             result = kind.train(config, resources.prepared, resources.backbone, reporter, settings)
         except (TrialFailed, UserError) as exc:  # a space or trainer that cannot go on says why
-            trial.set_user_attr(FAIL_REASON, str(exc))
+            trial.set_user_attr(attr.FAIL_REASON, str(exc))
             raise
         record_result(trial, config, result)
         if result.status is Status.COMPLETE and resources.costs is not None:

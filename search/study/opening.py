@@ -160,7 +160,7 @@ def _source_summary(opened: Opened) -> dict[str, Any] | None:
 
 def check_same_setup(spec: StudySpec, resolved: Resolved, stored: StudyRecord) -> None:
     """Refuse to mix trials of another space, backbone, image size, metric or normalisation under one name."""
-    old, current = dict(stored.spec), spec.to_record()
+    old, current = stored.spec.to_record() if stored.spec else {}, spec.to_record()
     was = stored.resolved
     if was is not None:  # the size is compared as resolved: a resume need not repeat --image-size
         old["image_size"], current["image_size"] = was.image_size, resolved.image_size

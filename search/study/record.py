@@ -18,8 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data.dataset import Dataset
 from search.data.sources import class_counts
 from search.errors import UserError
-from search.kinds import SourceTrial, StudyKind, get_kind, kind_of_values
+from search.kinds import SourceTrial, StudyKind, get_kind
 from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
+from search.study.spec import StudySpec
+from search.study.trial_facts import CONFIG, FAIL_REASON
 from search.training.configs import BACKBONE_PARAM
 from search.training.stage_costs import StageCosts
 
@@ -29,10 +31,6 @@ DATA_ATTR = "data"  # user attribute: the data's name, fingerprint, classes and 
 TEST_ATTR = "test_evaluation"  # user attribute: the best trial's scores on the test split
 STAGE_COSTS_ATTR = "stage_costs"  # user attribute: per device type, each backbone stage's measured cost
 SPLIT_ATTR = "data_split"  # system attribute: the split, one character per item; every worker needs it
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what studies from before the normalisation was recorded all used
-IMAGENET_STD = (0.229, 0.224, 0.225)
-STOP_REASON = "stop_reason"  # trial user attribute: why a complete trial ended before --max-epochs (the budget)
-FAIL_REASON = "fail_reason"  # trial user attribute: why it failed, on its console line and in the dashboard
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -40,7 +38,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 class Resolved:
     """What the runner decided for a study, beside what was asked."""
 
-    kind: str | None  # None: a study from before kinds were recorded (see `kind_of`)
+    kind: str
     device: str
     image_size: int
     backbone_weights: str
@@ -67,31 +65,19 @@ class Resolved:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Resolved | None:
-        if RESOLVED_ATTR in attrs:
-            r = attrs[RESOLVED_ATTR]
-            return cls(
-                r["kind"],
-                r["device"],
-                int(r["image_size"]),
-                r["backbone_weights"],
-                tuple(r["mean"]),
-                tuple(r["std"]),
-                r.get("source"),
-                r.get("backbone"),
-                r.get("backbones"),
-            )
-        spec = attrs.get(SPEC_ATTR, {})
-        if spec.get("image_size") is None:
+        r = attrs.get(RESOLVED_ATTR)
+        if r is None:
             return None
-        extra = spec.get("extra", {})  # studies before the resolved record kept these in the spec
-        normalization = extra.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         return cls(
-            None,
-            extra.get("device", "cpu"),
-            int(spec["image_size"]),
-            extra.get("backbone_weights", ""),
-            tuple(normalization["mean"]),
-            tuple(normalization["std"]),
+            r["kind"],
+            r["device"],
+            int(r["image_size"]),
+            r["backbone_weights"],
+            tuple(r["mean"]),
+            tuple(r["std"]),
+            r.get("source"),
+            r.get("backbone"),
+            r.get("backbones"),
         )
 
 
@@ -153,7 +139,7 @@ class StudyRecord:
     """Everything a study stores about itself, read in one go."""
 
     name: str
-    spec: dict[str, Any]  # as asked for: StudySpec.to_record()
+    spec: StudySpec | None  # as asked for; None: a study run_study.py did not make
     resolved: Resolved | None
     data: DataRecord | None
     split: str | None
@@ -166,15 +152,19 @@ class StudyRecord:
 
     def backbone_of(self, trial: FrozenTrial) -> str:
         """The backbone a trial stood on: its `backbone` parameter in a study that searches several."""
-        return str(trial.params.get(BACKBONE_PARAM, self.spec["backbone"]))
+        return str(trial.params.get(BACKBONE_PARAM) or self.made.backbone)
 
-    def kind(self, trial: FrozenTrial | None = None) -> StudyKind:
-        """The study's kind; for a study that did not record it, read from a trial's config."""
-        if self.resolved is not None and self.resolved.kind is not None:
-            return get_kind(self.resolved.kind)
-        if trial is None or "config" not in trial.user_attrs:
-            raise UserError(f"study '{self.name}' records no kind and trial has no config; run it with this version")
-        return kind_of_values(trial.user_attrs["config"])
+    @property
+    def made(self) -> StudySpec:
+        """The spec of a study run_study.py made; a one-line error for any other study."""
+        if self.spec is None:
+            raise UserError(f"study '{self.name}' holds no spec; it was not made by run_study.py")
+        return self.spec
+
+    def kind(self) -> StudyKind:
+        if self.resolved is None:
+            raise UserError(f"study '{self.name}' records no setup; it was not made by run_study.py")
+        return get_kind(self.resolved.kind)
 
 
 def read_record(storage: optuna.storages.BaseStorage, name: str) -> StudyRecord | None:
@@ -186,7 +176,7 @@ def read_record(storage: optuna.storages.BaseStorage, name: str) -> StudyRecord 
     attrs = dict(storage.get_study_user_attrs(study_id))
     return StudyRecord(
         name=name,
-        spec=dict(attrs.get(SPEC_ATTR, {})),
+        spec=StudySpec.from_record(attrs[SPEC_ATTR]) if SPEC_ATTR in attrs else None,
         resolved=Resolved.from_attrs(attrs),
         data=DataRecord.from_attrs(attrs),
         split=storage.get_study_system_attrs(study_id).get(SPLIT_ATTR),
@@ -311,24 +301,24 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
     assert record is not None
     if record.resolved is None or record.data is None:
         raise UserError(f"study '{study_name}' holds no data record; it was not made by run_study.py")
-    kind = record.kind(trial)
+    kind = record.kind()
     backbone = record.backbone_of(trial)
     mean, std = record.resolved.normalization_of(backbone)
     return SourceTrial(
         study_name=study_name,
         number=number,
         kind=kind.name,
-        config=dict(trial.user_attrs["config"]),
+        config=dict(trial.user_attrs[CONFIG]),
         checkpoint=load_checkpoint(trial, kind, store, study_name=study_name),
         checkpoint_id=str(trial.user_attrs[CHECKPOINT_ATTR]),
         backbone=backbone,
-        pretrained=record.spec.get("pretrained", "imagenet"),
-        weights=record.spec.get("weights"),
+        pretrained=record.made.pretrained,
+        weights=str(record.made.weights) if record.made.weights else None,
         mean=mean,
         std=std,
         image_size=record.resolved.image_size,
         classes=record.data.classes,
         fingerprint=record.data.fingerprint,
         split=record.split or "",
-        data={k: record.spec.get(k) for k in ("data", "data_root", "classes")},
+        data={k: record.made.to_record()[k] for k in ("data", "data_root", "classes")},
     )

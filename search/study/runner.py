@@ -26,13 +26,13 @@ from search.study.objective import Resources, TrialFailed, make_objective
 from search.study.opening import Opened, check_same_setup, open_spec, resolve
 from search.study.planning import Budget, StopBeforeOverrun, TrialPlan, first_trials_seconds, plan_study
 from search.study.record import (
-    FAIL_REASON,
     Resolved,
     StudyRecord,
     claim_split,
     write_setup,
 )
 from search.study.spec import StudySpec
+from search.study.trial_facts import TrialFacts
 from search.study.workers import StopWhenCovered, rounds, tagged, worker_seed
 from search.training.configs import BACKBONE_PARAM, SpaceContext
 from search.training.core import TrainSettings
@@ -263,7 +263,7 @@ class _StopAfterFailures:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
-            last = trial.user_attrs.get(FAIL_REASON, "run with -v for details")
+            last = TrialFacts.of(trial).fail_reason or "run with -v for details"
             self.reason = f"{self.in_a_row} trials failed in a row (last: {last})"
             study.stop()
 

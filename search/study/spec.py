@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,6 +123,17 @@ class StudySpec:
     @property
     def name(self) -> str:
         return self.study_name or self.default_study_name()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> StudySpec:
+        """The spec a study stored (`to_record`), typed again: paths as paths, classes as a tuple."""
+        values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+        for name in ("data_root", "artifact_dir", "cache_dir", "weights"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        if values.get("classes") is not None:
+            values["classes"] = tuple(values["classes"])
+        return cls(**values)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready, password-free view for the study's attributes."""

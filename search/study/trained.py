@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -14,16 +13,15 @@ from search.kinds import ModelInputs, StudyKind, TrainedModel
 from search.models.backbones import Backbone
 from search.study.checkpoints import load_checkpoint
 from search.study.record import StudyRecord, read_source_trial, record_of, storage_of
+from search.study.trial_facts import TrialFacts
 
 CPU = torch.device("cpu")
 
 
 def recorded_backbone(record: StudyRecord, kind: StudyKind, name: str) -> Backbone:
     """The backbone `name` of the study, fed the pixels the study fed it."""
-    spec = record.spec
-    weights = Path(spec["weights"]) if spec.get("weights") else None
-    pretrained = spec.get("pretrained", "imagenet")
-    backbone = kind.study_backbone(name, pretrained=pretrained, weights_file=weights)
+    spec = record.made
+    backbone = kind.study_backbone(name, pretrained=spec.pretrained, weights_file=spec.weights)
     if record.resolved is None:
         return backbone
     return backbone.with_normalization(*record.resolved.normalization_of(name))
@@ -36,9 +34,9 @@ def load_trial_model(
     record = record_of(study)
     if record.resolved is None or record.data is None:
         raise UserError(f"study '{study.study_name}' holds no data record; it was not made by run_study.py")
-    kind = record.kind(trial)
+    kind = record.kind()
     checkpoint = load_checkpoint(trial, kind, store, study_name=study.study_name)
-    named = record.spec.get("from_trial")
+    named = record.made.from_trial
     source = read_source_trial(named, storage_of(study), store) if named else None
     backbone = recorded_backbone(record, kind, record.backbone_of(trial))
     inputs = ModelInputs(
@@ -48,4 +46,4 @@ def load_trial_model(
         device=device,
         source=source,
     )
-    return kind.trained_model(trial.user_attrs.get("config", {}), checkpoint, inputs)
+    return kind.trained_model(TrialFacts.of(trial).config or {}, checkpoint, inputs)

@@ -87,7 +87,7 @@ class FinetuneConfig:
     # the first k stages start from random weights again; then every stage up to the cut trains
     reinit_blocks: int = 0
     # False: the unfrozen stages' batch norm keeps its ImageNet statistics (Keras' fine-tuning advice); batches of
-    # 16-32 photos re-estimate them badly (flowers-mini, every stage trained: 89.0% val re-estimated, 92.5% kept)
+    # 16-32 photos re-estimate them badly (docs/real-photos.md measures both on flowers-mini)
     train_bn: bool = True
 
     def __post_init__(self) -> None:
