@@ -48,10 +48,10 @@ def spec_of(study: FinishedStudy) -> StudySpec:
             },
             "backbone_cut=block4 unfreeze_blocks=0 opt_name=adam opt_adam_lr=0.0041 batch_size=16",
         ),
-        (  # none of its key parameters: the first six, as they come
+        (  # a user's own space, none of the shipped space's key parameters: all of them, as they come
             "finetune",
             {f"p{i}": i for i in range(8)},
-            "p0=0 p1=1 p2=2 p3=3 p4=4 p5=5",
+            "p0=0 p1=1 p2=2 p3=3 p4=4 p5=5 p6=6 p7=7",
         ),
         (
             "features",

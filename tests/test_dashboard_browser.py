@@ -50,7 +50,7 @@ def wait_for_json(url: str, server: subprocess.Popen[str], *, deadline_s: float 
             time.sleep(0.5)
 
 
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+def chromium(*args: str, profile: Path, window: tuple[int, int] = (1400, 1300)) -> subprocess.CompletedProcess[str]:
     """Headless Chromium; virtual time lets the single-page app fetch and render before the dump."""
     assert CHROMIUM is not None, "Debian's chromium is not installed (CI installs it in .ci/run)"
     command = [
@@ -60,7 +60,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
         "--disable-gpu",
         "--hide-scrollbars",
         f"--user-data-dir={profile}",
-        "--window-size=1400,1300",
+        f"--window-size={window[0]},{window[1]}",
         "--virtual-time-budget=20000",
         *args,
     ]

@@ -14,19 +14,14 @@ from tests.results_study import FinishedStudy, finished_study, png_ok
 
 SECTIONS = (
     "# Study report: ",
-    "## Study",
-    "## Best configuration",
+    "## Methods compared",
+    "## Figures",
+    "## Cost to run",
+    "## Per-class precision, recall and F1",
     "## Top trials",
     "## By choice",
-    "## Search",
-    "### Optimisation history",
-    "### Parameter importances",
-    "### Parallel coordinates",
-    "## Best trial",
-    "### Learning curves",
-    "### Confusion matrices",
-    "### Per-class scores (test)",
-    "### Per-class scores (validation)",
+    "## Parallel coordinates",
+    "## Settings",
 )
 FIGURES = (
     "history.png",
@@ -59,6 +54,11 @@ def test_report_has_every_section_and_inline_html(study: FinishedStudy, tmp_path
     test = loaded.user_attrs[TEST_ATTR]
     assert test["trial"] == loaded.best_trial.number
     assert f"| accuracy | {loaded.best_trial.user_attrs['val_accuracy']:.2%} | {test['accuracy']:.2%} |" in markdown
+    first_screen = markdown.split("## Methods compared")[0]  # the answer comes before anything else
+    assert f"**Best model**: trial {loaded.best_trial.number}, " in first_screen
+    assert "The study ran " in first_screen and "Against the standard first trials" in first_screen
+    assert "```" not in markdown and "{'" not in markdown and '{"' not in markdown, "no raw dump or JSON"
+    assert "=" not in markdown.split("## Top trials")[1].split("##")[0], "configurations in words, not name=value"
     main_choice = "### unfreeze_blocks" if study.name.endswith("finetune") else "### clf_name"
     assert main_choice in headings
     curves = "![learning curves](figures/best_curves.png)" in markdown

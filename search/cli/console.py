@@ -22,6 +22,7 @@ from search.study.spec import StudySpec
 from search.study.storage import mask_password
 from search.study.trial_facts import TrialFacts
 from search.training.configs import BACKBONE_PARAM
+from search.training.words import in_words
 
 DEFAULTS = StudySpec()
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAIL: "red"}
@@ -161,6 +162,36 @@ def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
             format_params(trial.params, kind),
         )
     return table
+
+
+def summary_lines(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top: int = 5) -> str:
+    """The best trials one line each, the configuration in words: readable in a log file at any width."""
+    done = completed_trials(study)
+    lines = [f"best trials of {spec.name} ({len(done)} complete):"]
+    for trial in done[:top]:
+        facts = TrialFacts.of(trial)
+        figures = [
+            f"{spec.metric} {trial.value:.4f}",
+            f"val acc {_figure(facts.val_accuracy, '{:.2%}')}",
+            f"{_figure(facts.epochs_run, '{}')} epochs",
+            f"{_figure(facts.seconds, '{:.1f}')} s",
+            f"{_figure(facts.latency_ms_b1, '{:.1f}')} ms/image",
+            _figure(facts.size_bytes, "{:.3g} MB", scale=1e-6),
+        ]
+        backbone = trial.params.get(BACKBONE_PARAM)
+        words = in_words(kind.config_of(facts.config), backbone) if facts.config else format_params(trial.params, kind)
+        lines.append(f"  #{trial.number}: {', '.join(figures)}; {words}")
+    return "\n".join(lines)
+
+
+def print_summary(console: Console, study: optuna.Study, spec: StudySpec, kind: StudyKind, seconds: float) -> None:
+    """The best trials (a table in a terminal; in a log file or a pipe one line a trial, never a table
+    wrapped at 80 columns), then the closing message."""
+    if console.is_terminal:
+        console.print(summary_table(study, spec, kind))
+    else:
+        console.print(summary_lines(study, spec, kind), highlight=False, soft_wrap=True)
+    console.print(closing_message(study, spec, seconds, kind), highlight=False, soft_wrap=True)
 
 
 def configure_logging(console: Console, verbose: bool) -> None:

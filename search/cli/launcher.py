@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 import search
-from search.cli.console import StudyProgress, closing_message, summary_table
+from search.cli.console import StudyProgress, print_summary
 from search.data.sources import TORCHVISION_DATASETS, open_source
 from search.kinds import StudyKind, get_kind
 from search.study.artifacts import open_artifact_store
@@ -276,6 +276,5 @@ def _outcome(
     if stored_test(study) is None:
         console.print("scoring the best trial on the held-out test split", highlight=False)
         evaluate_from_record(study, open_artifact_store(spec.artifact_dir), device=resolve_device(spec.device))
-    console.print(summary_table(study, spec, kind))
-    console.print(closing_message(study, spec, time.monotonic() - started, kind), highlight=False)
+    print_summary(console, study, spec, kind, time.monotonic() - started)
     return 0

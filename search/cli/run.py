@@ -17,7 +17,7 @@ import rich
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.cli.console import StudyProgress, closing_message, configure_logging, summary_table
+from search.cli.console import StudyProgress, configure_logging, print_summary
 from search.cli.launcher import run_workers
 from search.errors import StudyAborted, UserError
 from search.kinds import get_kind
@@ -216,12 +216,7 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
             f"[yellow]interrupted[/]: the running trial is marked failed; {finished_count(study)} finished trials are saved. Run the same command to resume."
         )
         return 130
-    console.print(summary_table(study, spec, prepared.resources.kind))
-    console.print(
-        closing_message(study, spec, time.monotonic() - started, prepared.resources.kind),
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_summary(console, study, spec, prepared.resources.kind, time.monotonic() - started)
     return 0
 
 

@@ -24,6 +24,7 @@ from search.data.sizing import default_image_size
 from search.data.sources import ImageSource
 from search.errors import UserError
 from search.models.backbones import Backbone, create_backbone
+from search.training.configs import config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.stage_costs import StageCosts
 
@@ -194,6 +195,10 @@ class StudyKind(ABC):
     @abstractmethod
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The parameters that tell this kind's trials apart, for one line of the console."""
+
+    def config_of(self, values: dict[str, Any]) -> Any:
+        """A trial's stored config (TrialFacts.config) as this kind's config type again."""
+        return config_from_dict(self.config_type, values)
 
     def approach(self, config: dict[str, Any]) -> str:
         """What kind of model a trial's config trains, in a few words (the closing message names the winner's)."""

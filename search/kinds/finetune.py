@@ -37,6 +37,7 @@ from search.training.configs import FinetuneConfig, ScratchConfig, config_from_d
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.finetune import head_for, train_finetune, trained_span
 from search.training.stage_costs import StageCosts, measure_stage_costs
+from search.training.words import finetune_method
 
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
@@ -171,16 +172,7 @@ class FinetuneKind(NetworkKind):
         return replace(prepared, shared=FrozenPrefixCache(inputs.backbone, prepared.data, inputs.device))
 
     def approach(self, config: dict[str, Any]) -> str:
-        """Frozen head, LP-FT or stages trained: the three answers to "fine-tuning or features?"."""
-        tuned = config_from_dict(FinetuneConfig, config)
-        if tuned.reinit_blocks:
-            return f"first {tuned.reinit_blocks} stages re-initialised, every stage trained"
-        if tuned.unfreeze_blocks == 0:
-            return "frozen head"
-        stages = "the last stage" if tuned.unfreeze_blocks == 1 else f"the last {tuned.unfreeze_blocks} stages"
-        if tuned.head_only_epochs:
-            return f"LP-FT of {stages}"
-        return f"{stages} trained with the head"
+        return finetune_method(config_from_dict(FinetuneConfig, config))
 
     def stage_costs(self, prepared: Prepared, backbone: Backbone, device: torch.device) -> StageCosts | None:
         return measure_stage_costs(backbone, prepared.data.images, device)

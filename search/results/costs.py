@@ -36,7 +36,7 @@ def section_costs(report: Sections, trials: Sequence[FrozenTrial], folder: Path)
     front = pareto_front(measured)
     report.add(
         f"{len(measured)} complete trials were timed on the study's device (median of repeated runs). "
-        f"{len(front)} are on the Pareto front: no other trial is as accurate and as fast.",
+        f"{len(front)} {'is' if len(front) == 1 else 'are'} on the Pareto front: no other trial is as accurate and as fast.",
         "",
     )
     report.add(*cost_lines(front))
