@@ -29,8 +29,8 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
         ctx.own(f"feat_pool_{deepest}"): "avg",
         ctx.own(f"feat_l2_{deepest}"): True,
         "feat_pca": False,
-        "clf_name": "logreg",
-        "clf_logreg_c": 0.1,  # strong regularisation: photos give few items for ~1,000 standardised features
+        "classifier": "logreg",
+        "logreg_c": 0.1,  # strong regularisation: photos give few items for ~1,000 standardised features
     }
 
 
@@ -50,30 +50,28 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     if not layers:  # an empty subset has nothing to learn from; tell the sampler this corner is worthless
         raise optuna.TrialPruned("no feature layer chosen")
     pca_dims = (
-        trial.suggest_int("feat_pca_dims", 8, 256, log=True)
-        if trial.suggest_categorical("feat_pca", [False, True])
-        else 0
+        trial.suggest_int("pca_dims", 8, 256, log=True) if trial.suggest_categorical("feat_pca", [False, True]) else 0
     )
 
-    classifier = trial.suggest_categorical("clf_name", classifiers_for(ctx.train_size))
+    classifier = trial.suggest_categorical("classifier", classifiers_for(ctx.train_size))
     params: dict[str, object] = {}
     if classifier == "rf":
         params = {
-            "rf_n_estimators": trial.suggest_int("clf_rf_n_estimators", 20, 300, log=True),
-            "rf_min_samples_leaf": trial.suggest_int("clf_rf_min_samples_leaf", 1, 20, log=True),
-            "rf_max_features": trial.suggest_categorical("clf_rf_max_features", list(RF_MAX_FEATURES)),
-            "rf_balanced": trial.suggest_categorical("clf_rf_balanced", [False, True]),
+            "rf_n_estimators": trial.suggest_int("rf_n_estimators", 20, 300, log=True),
+            "rf_min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 20, log=True),
+            "rf_max_features": trial.suggest_categorical("rf_max_features", list(RF_MAX_FEATURES)),
+            "rf_balanced": trial.suggest_categorical("rf_balanced", [False, True]),
             "rf_max_samples": min(1.0, RF_TREE_MAX_ITEMS / max(1, ctx.train_size)),
         }
     elif classifier == "svm":
-        kernel = trial.suggest_categorical("clf_svm_kernel", list(SVM_KERNELS))
-        params = {"svm_c": trial.suggest_float("clf_svm_c", 1e-2, 1e3, log=True), "svm_kernel": kernel}
+        kernel = trial.suggest_categorical("svm_kernel", list(SVM_KERNELS))
+        params = {"svm_c": trial.suggest_float("svm_c", 1e-2, 1e3, log=True), "svm_kernel": kernel}
         if kernel != "linear":
-            params["svm_gamma"] = trial.suggest_float("clf_svm_gamma", 1e-5, 1e-1, log=True)
+            params["svm_gamma"] = trial.suggest_float("svm_gamma", 1e-5, 1e-1, log=True)
     elif classifier == "sgd":
-        params = {"sgd_alpha": trial.suggest_float("clf_sgd_alpha", 1e-6, 1e-2, log=True)}
+        params = {"sgd_alpha": trial.suggest_float("sgd_alpha", 1e-6, 1e-2, log=True)}
     else:
-        params = {"logreg_c": trial.suggest_float("clf_logreg_c", 1e-3, 1e3, log=True)}
+        params = {"logreg_c": trial.suggest_float("logreg_c", 1e-3, 1e3, log=True)}
     return FeaturesConfig(
         layers=tuple(layers),
         pooling=tuple(pooling),

@@ -25,12 +25,12 @@ def batch_sizes_for(ctx: SpaceContext) -> list[int]:
 def _common(ctx: SpaceContext, cut: str) -> dict[str, Any]:
     batch_sizes = batch_sizes_for(ctx)
     return {
-        ctx.own("backbone_cut"): cut,
+        ctx.own("cut"): cut,
         "head_depth": 0,
         "head_dropout": 0.2,  # light regularisation of a 1280-wide linear probe
-        "loss_label_smoothing": 0.1,  # the common fine-tuning default (timm, torchvision's recipes)
-        "opt_weight_decay": 1e-4,
-        "opt_name": "adamw",
+        "label_smoothing": 0.1,  # the common fine-tuning default (timm, torchvision's recipes)
+        "weight_decay": 1e-4,
+        "optimizer": "adamw",
         "batch_size": 16 if 16 in batch_sizes else batch_sizes[0],  # many steps per epoch on small sets
     }
 
@@ -40,7 +40,7 @@ def linear_probe(ctx: SpaceContext) -> dict[str, Any]:
 
     The baseline every transfer study reports; tried first, so no study ends below it.
     """
-    probe = {"opt_adam_lr": 3e-3, "unfreeze_blocks": 0, "augment": "none"}
+    probe = {"lr@adam": 3e-3, "unfreeze_blocks": 0, "augment": "none"}
     return _common(ctx, ctx.cut_points[-1]) | probe | ({"reinit_blocks": 0} if ctx.transferred else {})
 
 
@@ -56,12 +56,12 @@ def standard_recipe(ctx: SpaceContext) -> dict[str, Any]:
     return (
         _common(ctx, cut)
         | {
-            "opt_adam_lr": 1e-3,
+            "lr@adam": 1e-3,
             "unfreeze_blocks": unfreeze,
-            "unfreeze_lr_factor": 1.0,  # the probe already fitted the head, so the stage may move at the same rate
-            "unfreeze_train_bn": True,  # one stage adapts its batch norm to the new photos
+            "backbone_lr_factor": 1.0,  # the probe already fitted the head, so the stage may move at the same rate
+            "train_bn": True,  # one stage adapts its batch norm to the new photos
             "unfreeze_staged": True,
-            "unfreeze_probe_epochs": 5,
+            "head_only_epochs": 5,
             "augment": "light" if ctx.augments(cut, unfreeze) else "none",
         }
         | ({"reinit_blocks": 0} if ctx.transferred else {})
@@ -76,15 +76,15 @@ def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
 @register_space("finetune", first_trials=first_trials)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
-    cut = trial.suggest_categorical(ctx.own("backbone_cut"), list(ctx.cut_points))
+    cut = trial.suggest_categorical(ctx.own("cut"), list(ctx.cut_points))
     head_depth = trial.suggest_int("head_depth", 0, 2)  # 0: the linear probe of the standard recipe
     head_width, head_batchnorm = HEAD_WIDTHS[0], False
     if head_depth > 0:
         head_width = trial.suggest_categorical("head_width", list(HEAD_WIDTHS))
         head_batchnorm = trial.suggest_categorical("head_batchnorm", [False, True])
     head_dropout = trial.suggest_float("head_dropout", 0.0, 0.5)
-    label_smoothing = trial.suggest_float("loss_label_smoothing", 0.0, 0.2)
-    weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
+    label_smoothing = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
 
     optimizer, lr, momentum = suggest_optimizer(trial, sgd_lr=SGD_LR, adam_lr=ADAM_LR)
     batch_sizes = batch_sizes_for(ctx)
@@ -101,12 +101,12 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     unfreeze_blocks = 0 if reinit_blocks else trial.suggest_int("unfreeze_blocks", 0, max_unfreeze)
     backbone_lr_factor, layer_decay, probe_epochs, train_bn = 1.0, 1.0, 0, True
     if unfreeze_blocks > 0:
-        backbone_lr_factor = trial.suggest_float("unfreeze_lr_factor", 0.01, 1.0, log=True)
-        train_bn = trial.suggest_categorical("unfreeze_train_bn", [False, True])
+        backbone_lr_factor = trial.suggest_float("backbone_lr_factor", 0.01, 1.0, log=True)
+        train_bn = trial.suggest_categorical("train_bn", [False, True])
         if unfreeze_blocks > 1:
-            layer_decay = trial.suggest_float("unfreeze_layer_decay", 0.5, 1.0)
+            layer_decay = trial.suggest_float("layer_decay", 0.5, 1.0)
         if trial.suggest_categorical("unfreeze_staged", [False, True]):  # LP-FT
-            probe_epochs = trial.suggest_int("unfreeze_probe_epochs", *PROBE_EPOCHS)
+            probe_epochs = trial.suggest_int("head_only_epochs", *PROBE_EPOCHS)
     # Augmenting a frozen backbone runs every image through all of it every epoch: minutes a trial on a CPU,
     # where the cached frozen features make such a trial take seconds; a GPU may afford it. Wherever augmented
     # epochs would not fit a trial's time (search.study.planning), trials read the cache instead.

@@ -45,9 +45,9 @@ def users_cnn(ctx: SpaceContext) -> dict[str, Any]:
         "fc_layers": 1,
         "fc_width": 512,
         "dropout": 0.5,
-        "opt_weight_decay": 1e-4,
-        "opt_name": "adam",
-        "opt_adam_lr": 1e-3,
+        "weight_decay": 1e-4,
+        "optimizer": "adam",
+        "lr@adam": 1e-3,
         "batch_size": 64 if 64 in batch_sizes_for(ctx) else batch_sizes_for(ctx)[0],
         "augment": "light",
     }
@@ -72,7 +72,7 @@ def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> ScratchConfig:
     fc_layers = trial.suggest_int("fc_layers", 0, 2)
     fc_width = trial.suggest_int("fc_width", *FC_WIDTH, log=True) if fc_layers else FC_WIDTH[0]
     dropout = trial.suggest_float("dropout", 0.0, 0.6)
-    weight_decay = trial.suggest_float("opt_weight_decay", 1e-6, 1e-2, log=True)
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     optimizer, lr, momentum = suggest_optimizer(trial, sgd_lr=SGD_LR, adam_lr=ADAM_LR)
     return ScratchConfig(
         channels=channels_per_block(first, blocks, growth, MAX_CHANNELS[device]),

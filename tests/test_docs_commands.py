@@ -57,7 +57,7 @@ def test_every_documented_flag_is_in_its_commands_help(command: str) -> None:
 def test_every_flag_the_docs_mention_belongs_to_a_command() -> None:
     """Flags named in prose too (`--max-epochs`, `--pretrained`): each must be some documented command's."""
     known = {flag for command in documented() for flag in FLAG.findall(help_text(command))}
-    known.add("--layer-decay")  # timm's train.py flag, named as the origin of unfreeze_layer_decay
+    known.add("--layer-decay")  # timm's train.py flag, named as the origin of layer_decay
     for path in DOCS:
         unknown = sorted(set(FLAG.findall(path.read_text())) - known)
         assert not unknown, f"{path.name} names flags no command has: {unknown}"

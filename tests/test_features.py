@@ -35,21 +35,21 @@ LAYER_CHOICES = {
 }
 BRANCHES: dict[str, dict[str, object]] = {
     "rf": {
-        "clf_rf_n_estimators": 60,
-        "clf_rf_min_samples_leaf": 2,
-        "clf_rf_max_features": "sqrt",
-        "clf_rf_balanced": True,
+        "rf_n_estimators": 60,
+        "rf_min_samples_leaf": 2,
+        "rf_max_features": "sqrt",
+        "rf_balanced": True,
     },
-    "svm": {"clf_svm_kernel": "rbf", "clf_svm_c": 10.0, "clf_svm_gamma": 1e-3},
-    "logreg": {"clf_logreg_c": 1.0},
-    "sgd": {"clf_sgd_alpha": 1e-4},
+    "svm": {"svm_kernel": "rbf", "svm_c": 10.0, "svm_gamma": 1e-3},
+    "logreg": {"logreg_c": 1.0},
+    "sgd": {"sgd_alpha": 1e-4},
 }
 BIG_DATA_ONLY = {"sgd"}  # offered above the kernel SVM's size limit only
 
 
 @pytest.mark.parametrize("classifier", sorted(BRANCHES))
 def test_each_classifier_branch_through_fixed_trial(classifier: str) -> None:
-    params = {**LAYERS_ON, **LAYER_CHOICES, "clf_name": classifier, **BRANCHES[classifier]}
+    params = {**LAYERS_ON, **LAYER_CHOICES, "classifier": classifier, **BRANCHES[classifier]}
     ctx = dataclasses.replace(FEATURES_CTX, train_size=50_000) if classifier in BIG_DATA_ONLY else FEATURES_CTX
     config = get_space("features").suggest(optuna.trial.FixedTrial(params), ctx)
     assert isinstance(config, FeaturesConfig)
@@ -78,7 +78,7 @@ def test_only_the_chosen_branch_and_layers_are_suggested() -> None:
             assert not any(v for k, v in trial.params.items() if k.startswith("feat_use_"))
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
-        branches = {name.split("_")[1] for name in trial.params if name.startswith("clf_") and name != "clf_name"}
+        branches = {name.split("_")[1] for name in trial.params if name.startswith("clf_") and name != "classifier"}
         assert branches <= {config.classifier}
         for layer in FEATURES_CTX.feature_layers:
             assert (f"feat_pool_{layer}" in trial.params) == (layer in config.layers)
@@ -90,9 +90,9 @@ def test_pca_dims_are_suggested_only_with_pca() -> None:
         **LAYERS_ON,
         **LAYER_CHOICES,
         "feat_pca": True,
-        "feat_pca_dims": 32,
-        "clf_name": "logreg",
-        "clf_logreg_c": 1.0,
+        "pca_dims": 32,
+        "classifier": "logreg",
+        "logreg_c": 1.0,
     }
     assert get_space("features").suggest(optuna.trial.FixedTrial(params), FEATURES_CTX).pca_dims == 32
 

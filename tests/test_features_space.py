@@ -30,11 +30,11 @@ SVM_TWO_LAYERS: dict[str, Any] = {
     "feat_pool_conv_head": "both",
     "feat_l2_conv_head": True,
     "feat_pca": True,
-    "feat_pca_dims": 64,
-    "clf_name": "svm",
-    "clf_svm_kernel": "rbf",
-    "clf_svm_c": 3.0,
-    "clf_svm_gamma": 0.001,
+    "pca_dims": 64,
+    "classifier": "svm",
+    "svm_kernel": "rbf",
+    "svm_c": 3.0,
+    "svm_gamma": 0.001,
 }
 ONLY_BLOCK5 = {
     "feat_use_block3": False,
@@ -63,18 +63,18 @@ def test_svm_on_two_layers_with_pca() -> None:
 @pytest.mark.parametrize(
     ("classifier", "expected"),
     [
-        ({"clf_name": "logreg", "clf_logreg_c": 0.03}, {"classifier": "logreg", "logreg_c": 0.03}),
+        ({"classifier": "logreg", "logreg_c": 0.03}, {"classifier": "logreg", "logreg_c": 0.03}),
         (  # a linear kernel asks for no gamma (FixedTrial would fail on a parameter it was not given)
-            {"clf_name": "svm", "clf_svm_kernel": "linear", "clf_svm_c": 0.5},
+            {"classifier": "svm", "svm_kernel": "linear", "svm_c": 0.5},
             {"classifier": "svm", "svm_kernel": "linear", "svm_c": 0.5, "svm_gamma": 0.0},
         ),
         (
             {
-                "clf_name": "rf",
-                "clf_rf_n_estimators": 150,
-                "clf_rf_min_samples_leaf": 4,
-                "clf_rf_max_features": "log2",
-                "clf_rf_balanced": True,
+                "classifier": "rf",
+                "rf_n_estimators": 150,
+                "rf_min_samples_leaf": 4,
+                "rf_max_features": "log2",
+                "rf_balanced": True,
             },
             {
                 "classifier": "rf",
@@ -95,7 +95,7 @@ def test_each_classifier_branch_sets_only_its_own_parameters(
 
 
 def test_no_layer_chosen_prunes_the_trial() -> None:
-    params = {f"feat_use_{layer}": False for layer in CTX.feature_layers} | {"feat_pca": False, "clf_name": "logreg"}
+    params = {f"feat_use_{layer}": False for layer in CTX.feature_layers} | {"feat_pca": False, "classifier": "logreg"}
     with pytest.raises(optuna.TrialPruned, match="no feature layer chosen"):
         suggest(optuna.trial.FixedTrial(params), CTX)
 
@@ -169,11 +169,11 @@ def test_on_big_data_sgd_is_offered_and_each_tree_draws_a_bounded_sample() -> No
         optuna.trial.FixedTrial(
             {
                 **ONLY_BLOCK5,
-                "clf_name": "rf",
-                "clf_rf_n_estimators": 50,
-                "clf_rf_min_samples_leaf": 1,
-                "clf_rf_max_features": "sqrt",
-                "clf_rf_balanced": False,
+                "classifier": "rf",
+                "rf_n_estimators": 50,
+                "rf_min_samples_leaf": 1,
+                "rf_max_features": "sqrt",
+                "rf_balanced": False,
             }
         ),
         CTX,

@@ -23,13 +23,13 @@ CTX = SpaceContext(
     device="cuda",
 )
 BASE = {
-    "backbone_cut": "block7",
+    "cut": "block7",
     "head_depth": 2,
     "head_width": 128,
     "head_batchnorm": True,
     "head_dropout": 0.3,
-    "loss_label_smoothing": 0.0,
-    "opt_weight_decay": 1e-4,
+    "label_smoothing": 0.0,
+    "weight_decay": 1e-4,
     "batch_size": 64,
     "augment": "light",
 }
@@ -37,15 +37,15 @@ BASE = {
 
 def test_fixed_trial_gives_the_exact_config() -> None:
     params = BASE | {
-        "loss_label_smoothing": 0.1,
-        "opt_name": "sgd",
-        "opt_sgd_lr": 0.01,
+        "label_smoothing": 0.1,
+        "optimizer": "sgd",
+        "lr@sgd": 0.01,
         "unfreeze_blocks": 2,
-        "unfreeze_lr_factor": 0.1,
-        "unfreeze_train_bn": False,
-        "unfreeze_layer_decay": 0.8,
+        "backbone_lr_factor": 0.1,
+        "train_bn": False,
+        "layer_decay": 0.8,
         "unfreeze_staged": True,
-        "unfreeze_probe_epochs": 4,
+        "head_only_epochs": 4,
     }
     config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
     assert config == FinetuneConfig(
@@ -106,7 +106,7 @@ def test_the_first_trials_are_what_a_new_study_asks_first(tmp_path: Path) -> Non
 
 
 def test_frozen_backbone_asks_no_unfreezing_parameters() -> None:
-    params = BASE | {"opt_name": "adam", "opt_adam_lr": 1e-3, "unfreeze_blocks": 0}
+    params = BASE | {"optimizer": "adam", "lr@adam": 1e-3, "unfreeze_blocks": 0}
     config = get_space("finetune").suggest(optuna.trial.FixedTrial(params), CTX)
     assert (config.unfreeze_blocks, config.head_only_epochs, config.backbone_lr_factor, config.momentum) == (
         0,
@@ -124,12 +124,12 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
         config = space.suggest(trial, CTX)
         study.tell(trial, 0.0)
         params = trial.params
-        assert ("opt_sgd_lr" in params) == (config.optimizer == "sgd")
-        assert ("opt_adam_lr" in params) == (config.optimizer != "sgd")
-        assert ("unfreeze_lr_factor" in params) == (config.unfreeze_blocks > 0)
-        assert ("unfreeze_probe_epochs" in params) == (config.head_only_epochs > 0)
-        assert ("unfreeze_layer_decay" in params) == (config.unfreeze_blocks > 1)
-        assert ("unfreeze_train_bn" in params) == (config.unfreeze_blocks > 0)
+        assert ("lr@sgd" in params) == (config.optimizer == "sgd")
+        assert ("lr@adam" in params) == (config.optimizer != "sgd")
+        assert ("backbone_lr_factor" in params) == (config.unfreeze_blocks > 0)
+        assert ("head_only_epochs" in params) == (config.head_only_epochs > 0)
+        assert ("layer_decay" in params) == (config.unfreeze_blocks > 1)
+        assert ("train_bn" in params) == (config.unfreeze_blocks > 0)
         assert config.train_bn or config.unfreeze_blocks > 0
         assert ("head_width" in params) == ("head_batchnorm" in params) == (config.head_depth > 0)
         assert config.momentum == (SGD_MOMENTUM if config.optimizer == "sgd" else 0.0)

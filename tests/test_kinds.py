@@ -284,24 +284,24 @@ def test_a_finetune_tap_model_is_its_stages_then_its_head(
 def test_finetune_describe_picks_the_key_choices_in_order() -> None:
     params = {
         "augment": "light",
-        "backbone_cut": "block6",
+        "cut": "block6",
         "head_depth": 1,
         "head_width": 256,
         "head_batchnorm": True,
         "head_dropout": 0.21,
-        "loss_label_smoothing": 0.05,
-        "opt_weight_decay": 3e-5,
-        "opt_name": "sgd",
-        "opt_sgd_lr": 0.02,
+        "label_smoothing": 0.05,
+        "weight_decay": 3e-5,
+        "optimizer": "sgd",
+        "lr@sgd": 0.02,
         "batch_size": 32,
         "unfreeze_blocks": 2,
-        "unfreeze_lr_factor": 0.1,
+        "backbone_lr_factor": 0.1,
     }
     assert get_kind("finetune").describe(params) == [
-        ("backbone_cut", "block6"),
+        ("cut", "block6"),
         ("unfreeze_blocks", 2),
-        ("opt_name", "sgd"),
-        ("opt_sgd_lr", 0.02),
+        ("optimizer", "sgd"),
+        ("lr", 0.02),
         ("batch_size", 32),
         ("augment", "light"),
     ]
@@ -320,19 +320,19 @@ def test_features_describe_names_the_layers_then_the_classifier() -> None:
         "feat_pool_conv_head": "both",
         "feat_l2_conv_head": False,
         "feat_pca": True,
-        "feat_pca_dims": 32,
-        "clf_name": "svm",
-        "clf_svm_kernel": "rbf",
-        "clf_svm_c": 3.0,
-        "clf_svm_gamma": 1e-3,
+        "pca_dims": 32,
+        "classifier": "svm",
+        "svm_kernel": "rbf",
+        "svm_c": 3.0,
+        "svm_gamma": 1e-3,
     }
     assert get_kind("features").describe(params) == [
         ("layers", "block6+conv_head"),
-        ("feat_pca_dims", 32),
-        ("clf_name", "svm"),
-        ("clf_svm_kernel", "rbf"),
-        ("clf_svm_c", 3.0),
-        ("clf_svm_gamma", 1e-3),
+        ("pca_dims", 32),
+        ("classifier", "svm"),
+        ("svm_kernel", "rbf"),
+        ("svm_c", 3.0),
+        ("svm_gamma", 1e-3),
     ]
 
 

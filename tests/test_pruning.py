@@ -69,20 +69,20 @@ def test_real_trials_on_digits_prune_a_hopeless_configuration(
     ctx = CTX.__class__(**{**CTX.__dict__, "device": "cpu", "train_size": 280})
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3))
     common = {
-        "backbone_cut": "block5",
+        "cut": "block5",
         "head_depth": 1,
         "head_width": 128,
         "head_batchnorm": True,
         "head_dropout": 0.0,
-        "opt_weight_decay": 1e-5,
+        "weight_decay": 1e-5,
         "batch_size": 32,
         "augment": "none",
         "unfreeze_blocks": 0,
-        "opt_name": "adam",
+        "optimizer": "adam",
     }
     rates = [3e-3, 4e-3, 5e-3, 1e-5]  # three start-up trials, then the hopeless one
     for rate in rates:
-        study.enqueue_trial(common | {"opt_adam_lr": rate})
+        study.enqueue_trial(common | {"lr@adam": rate})
     study.optimize(make_objective(get_space("finetune").suggest, ctx, resources), n_trials=len(rates))
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]

@@ -18,7 +18,7 @@ def test_a_features_study_on_real_photos_beats_chance_by_far(tmp_path_factory: p
     run(prepared)
     study = prepared.study
     first = study.trials[0]  # the enqueued standard recipe: a logistic regression on the deepest layer
-    assert first.state == TrialState.COMPLETE and first.params["clf_name"] == "logreg"
+    assert first.state == TrialState.COMPLETE and first.params["classifier"] == "logreg"
     accuracies = [t.user_attrs["val_accuracy"] for t in study.trials if t.state == TrialState.COMPLETE]
     # 20 val photos of 5 kinds (chance 0.2), learnt from 4-5 photos a kind: 0.55-0.6 measured
     assert max(accuracies) >= 0.5, accuracies

@@ -42,7 +42,7 @@ CPU_CTX = SpaceContext(
     image_size=32,
 )
 CUDA_CTX = dataclasses.replace(CPU_CTX, device="cuda")
-COMMON: dict[str, Any] = {"dropout": 0.3, "opt_weight_decay": 1e-4, "batch_size": 64, "augment": "none"}
+COMMON: dict[str, Any] = {"dropout": 0.3, "weight_decay": 1e-4, "batch_size": 64, "augment": "none"}
 WIDEST: dict[str, Any] = COMMON | {  # the most maps the space can ask for
     "blocks": 4,
     "convs_per_block": 2,
@@ -54,8 +54,8 @@ WIDEST: dict[str, Any] = COMMON | {  # the most maps the space can ask for
     "head_pool": "flatten",
     "fc_layers": 2,
     "fc_width": 256,
-    "opt_name": "sgd",
-    "opt_sgd_lr": 0.05,
+    "optimizer": "sgd",
+    "lr@sgd": 0.05,
 }
 # (params, context, the channels per block they must give)
 CASES: list[tuple[dict[str, Any], SpaceContext, tuple[int, ...]]] = [
@@ -69,7 +69,7 @@ CASES: list[tuple[dict[str, Any], SpaceContext, tuple[int, ...]]] = [
         CUDA_CTX,
         (64, 128, 256, 256),
     ),
-    (  # no hidden layer: no fc_width; adam: no opt_sgd_lr
+    (  # no hidden layer: no fc_width; adam: no lr@sgd
         COMMON
         | {
             "blocks": 2,
@@ -81,8 +81,8 @@ CASES: list[tuple[dict[str, Any], SpaceContext, tuple[int, ...]]] = [
             "pool": "avg",
             "head_pool": "avg",
             "fc_layers": 0,
-            "opt_name": "adam",
-            "opt_adam_lr": 1e-3,
+            "optimizer": "adam",
+            "lr@adam": 1e-3,
         },
         CPU_CTX,
         (24, 24),
@@ -100,8 +100,8 @@ CASES: list[tuple[dict[str, Any], SpaceContext, tuple[int, ...]]] = [
             "head_pool": "flatten",
             "fc_layers": 1,
             "fc_width": 100,
-            "opt_name": "adamw",
-            "opt_adam_lr": 3e-4,
+            "optimizer": "adamw",
+            "lr@adam": 3e-4,
         },
         CUDA_CTX,
         (200,),
@@ -136,11 +136,11 @@ def test_fixed_trial_config_and_the_network_it_builds(
         params["pool"],
         params["head_pool"],
     )
-    assert config.fc_layers == params["fc_layers"] and config.optimizer == params["opt_name"]
+    assert config.fc_layers == params["fc_layers"] and config.optimizer == params["optimizer"]
     if params["fc_layers"]:
         assert config.fc_width == params["fc_width"]
-    sgd = params["opt_name"] == "sgd"
-    assert config.lr == params["opt_sgd_lr" if sgd else "opt_adam_lr"]
+    sgd = params["optimizer"] == "sgd"
+    assert config.lr == params["lr@sgd" if sgd else "lr@adam"]
     assert config.momentum == (SGD_MOMENTUM if sgd else 0.0)
 
     backbone = scratch_backbone(config.architecture)
@@ -188,8 +188,8 @@ def test_sampled_trials_suggest_only_what_applies_within_the_devices_range(ctx: 
         trial = study.ask()
         config = space.suggest(trial, ctx)
         assert ("fc_width" in trial.params) == (config.fc_layers > 0)
-        assert ("opt_sgd_lr" in trial.params) == (config.optimizer == "sgd")
-        assert ("opt_adam_lr" in trial.params) == (config.optimizer in ("adam", "adamw"))
+        assert ("lr@sgd" in trial.params) == (config.optimizer == "sgd")
+        assert ("lr@adam" in trial.params) == (config.optimizer in ("adam", "adamw"))
         first = trial.distributions["channels_first"]
         assert isinstance(first, optuna.distributions.IntDistribution) and first.log
         assert (first.low, first.high) == FIRST_CHANNELS[ctx.device][config.kernel_size]

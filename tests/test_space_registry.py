@@ -33,7 +33,7 @@ KIND = "features"
 
 
 def suggest(trial, ctx):
-    c = trial.suggest_float("clf_logreg_c", 1e-2, 1e2, log=True)
+    c = trial.suggest_float("logreg_c", 1e-2, 1e2, log=True)
     return FeaturesConfig(
         layers=(ctx.feature_layers[-1],), pooling=("avg",), l2_normalize=(True,), pca_dims=0, classifier="logreg",
         logreg_c=c,
@@ -114,7 +114,7 @@ def test_a_valid_features_file_is_a_features_space(tmp_path: Path) -> None:
     assert space.kind == "features"
     assert space.summary.startswith("A linear probe on the deepest layer.")
     assert space.first_trials is None
-    config = space.suggest(optuna.trial.FixedTrial({"clf_logreg_c": 0.5}), CTX)
+    config = space.suggest(optuna.trial.FixedTrial({"logreg_c": 0.5}), CTX)
     assert config == FeaturesConfig(
         layers=("block6",), pooling=("avg",), l2_normalize=(True,), pca_dims=0, classifier="logreg", logreg_c=0.5
     )

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from search.kinds import StudyKind
 from search.results.text import format_pairs
-from search.study.record import completed_trials, finished_count, stored_test
+from search.study.record import best_completed, completed_trials, feasible, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
 from search.study.trial_facts import TrialFacts
@@ -67,7 +67,9 @@ class StudyProgress:
         facts = TrialFacts.of(trial)
         acc = f" acc={facts.val_accuracy:.2%}" if facts.val_accuracy is not None else ""
         seconds = facts.seconds or 0.0
-        reason = facts.fail_reason or ""
+        reason = facts.fail_reason or (
+            "[yellow]infeasible[/] (over a deployment constraint)" if not feasible(trial) else ""
+        )
         self.console.print(
             f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
             f"{format_params(trial.params, self.kind)} [dim]{seconds:.1f}s[/] {reason}",
@@ -75,16 +77,9 @@ class StudyProgress:
             soft_wrap=True,
         )
         finished = finished_count(study)
-        best = _best_or_none(study)
+        best = best_completed(study)
         best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
         self.progress.update(self.task, completed=min(finished, self.spec.trials), best=best_text)
-
-
-def _best_or_none(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 def dashboard_command(storage: str, artifact_dir: Path = DEFAULTS.artifact_dir) -> str:
@@ -113,10 +108,11 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         if stopped_by_budget:
             spent += f" ({stopped_by_budget} trial{'s' if stopped_by_budget > 1 else ''} ended early by it)"
     lines = [spent + "."]
-    done = completed_trials(study)
-    best_facts = TrialFacts.of(done[0]) if done else None
-    if done and best_facts is not None and best_facts.config is not None:
-        best = done[0]
+    best = best_completed(study)
+    best_facts = TrialFacts.of(best) if best is not None else None
+    if spec.limits and best is None and completed_trials(study):
+        lines.append(f"No complete trial met {_limits_text(spec)}: loosen them, or run more trials.")
+    if best is not None and best_facts is not None and best_facts.config is not None:
         accuracy = best_facts.val_accuracy
         val = f": val accuracy {accuracy:.2%}" if accuracy is not None else ""
         approach = kind.approach(best_facts.config)
@@ -138,6 +134,15 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
     return "\n".join(lines)
 
 
+def _limits_text(spec: StudySpec) -> str:
+    flags = {"latency_ms": "--max-latency-ms", "size_mb": "--max-size-mb"}
+    return " and ".join(f"{flags[name]} {limit:g}" for name, limit in spec.limits.items())
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def _figure(value: object, form: str, *, scale: float = 1.0) -> str:
     """A measured figure, or a dash for a trial that lacks it (its model could not be timed)."""
     return form.format(value * scale) if isinstance(value, int | float) else "-"
@@ -155,7 +160,7 @@ def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
             str(trial.number),
             f"{trial.value:.4f}",
             _figure(facts.val_accuracy, "{:.2%}"),
-            _figure(facts.epochs_run, "{}"),
+            _count(facts.epochs_run),
             _figure(facts.seconds, "{:.1f}"),
             _figure(facts.latency_ms_b1, "{:.1f}"),
             _figure(facts.size_bytes, "{:.3g} MB", scale=1e-6),
@@ -173,7 +178,7 @@ def summary_lines(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
         figures = [
             f"{spec.metric} {trial.value:.4f}",
             f"val acc {_figure(facts.val_accuracy, '{:.2%}')}",
-            f"{_figure(facts.epochs_run, '{}')} epochs",
+            f"{_count(facts.epochs_run)} epochs",
             f"{_figure(facts.seconds, '{:.1f}')} s",
             f"{_figure(facts.latency_ms_b1, '{:.1f}')} ms/image",
             _figure(facts.size_bytes, "{:.3g} MB", scale=1e-6),

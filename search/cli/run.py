@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="where decoded images and extracted backbone features are cached",
     )
     parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="a deployment constraint: trials slower than this per image (batch 1, on the study's device) are "
+        "infeasible and never the best; the search and its pruner go on as usual",
+    )
+    parser.add_argument(
+        "--max-size-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="a deployment constraint: trials whose exported model weighs more are infeasible and never the best",
+    )
+    parser.add_argument(
         "--from-trial",
         default=None,
         metavar="STUDY:NUMBER",

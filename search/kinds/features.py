@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 EXTRACT_BATCH = 64  # images decoded and run through the backbone at once while filling the feature cache
 PREDICT_BATCH = 128
+# the parameters of a features trial's pipeline (FeaturesConfig's fields), for its console line
+PIPELINE_PARAMS = {f.name for f in fields(FeaturesConfig)} - {"layers", "pooling", "l2_normalize"}
 FEATURES = "features"  # the ONNX value between the tapped network and the pipeline
 WEIGHTS_FILE = "weights.pt"
 PIPELINE_FILE = f"pipeline{SKOPS_SUFFIX}"  # skops: loading rebuilds trusted types only, runs no code
@@ -185,7 +187,7 @@ class FeaturesKind(StudyKind):
     config_type = FeaturesConfig
     checkpoint_file = f"features_pipeline{SKOPS_SUFFIX}"  # the fitted pipeline; never a pickle
     accepts_source = True
-    main_choices = ("backbone", "clf_name", "feat_pca")
+    main_choices = ("backbone", "classifier", "feat_pca")
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
         """The study's own backbone under a fine-tuned source (whose stages stand on it); a scratch network alone."""
@@ -302,8 +304,4 @@ class FeaturesKind(StudyKind):
         params = plain_params(params)
         layers = [k.removeprefix("feat_use_") for k, v in params.items() if k.startswith("feat_use_") and v]
         searched = [(BACKBONE_PARAM, params[BACKBONE_PARAM])] if BACKBONE_PARAM in params else []
-        return (
-            searched
-            + [("layers", "+".join(layers))]
-            + [(k, v) for k, v in params.items() if k.startswith(("clf_", "feat_pca_dims"))]
-        )
+        return searched + [("layers", "+".join(layers))] + [(k, v) for k, v in params.items() if k in PIPELINE_PARAMS]

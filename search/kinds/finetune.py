@@ -6,7 +6,7 @@ import copy
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,15 @@ from search.training.words import finetune_method
 
 PREDICT_BATCH = 128
 WEIGHTS_FILE = "weights.pt"
+# a space's parameters named as FinetuneConfig's fields (the shipped space's are), and its two switches
+CONFIG_VOCABULARY = {f.name for f in fields(FinetuneConfig)} | {"lr", "backbone", "unfreeze_staged"}
 KEY_PARAMS = (
     "backbone",
-    "backbone_cut",
+    "cut",
     "reinit_blocks",
     "unfreeze_blocks",
-    "opt_name",
-    "opt_sgd_lr",
-    "opt_adam_lr",
+    "optimizer",
+    "lr",
     "batch_size",
     "augment",
 )
@@ -153,7 +154,7 @@ class FinetuneKind(NetworkKind):
     config_type = FinetuneConfig
     checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
     accepts_source = True  # trains on another trial's network: --from-trial
-    main_choices = ("backbone", "unfreeze_blocks", "augment", "backbone_cut", "opt_name")
+    main_choices = ("backbone", "unfreeze_blocks", "augment", "cut", "optimizer")
 
     def network_parts(
         self, config: Any, backbone: Backbone, num_classes: int
@@ -243,4 +244,6 @@ class FinetuneKind(NetworkKind):
 
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         params = plain_params(params)
-        return [(k, params[k]) for k in KEY_PARAMS if k in params] or list(params.items())  # a user's own space: all
+        if not set(params) <= CONFIG_VOCABULARY:  # a user's own space, in its own words: all of them
+            return list(params.items())
+        return [(k, params[k]) for k in KEY_PARAMS if k in params]

@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search.results.compare import wall_time
 from search.results.sections import Report, data_record, metric_name, num
 from search.results.text import format_pairs, markdown_table, percent
-from search.study.record import completed_trials
-from search.study.spec import StudySpec
+from search.study.record import completed_trials, feasible
+from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT, StudySpec
 from search.study.trial_facts import TrialFacts
 from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words, method
@@ -55,6 +55,8 @@ def section_answer(
     ]
     report.add(*markdown_table(("", f"validation ({val_images} images)", test_header), rows))
     report.add(" ".join(filter(None, (_costs_sentence(report, facts), _study_sentence(study)))), "")
+    if report.record.spec is not None and report.record.spec.limits:
+        report.add(_constraints_sentence(report.record.spec, study), "")
     report.add(_against_first_trials(report, study, best), "")
     if test:
         report.add("_The test split was never seen by the search: only this model was scored on it, once._", "")
@@ -76,6 +78,13 @@ def _costs_sentence(report: Report, facts: TrialFacts) -> str:
     device = report.record.resolved.device if report.record.resolved else "its device"
     size = f", {facts.size_bytes / 1e6:.1f} MB" if facts.size_bytes is not None else ""
     return f"It takes {facts.latency_ms_b1:.1f} ms per image (batch 1, {device}){size}."
+
+
+def _constraints_sentence(spec: StudySpec, study: optuna.Study) -> str:
+    flags = {LATENCY_LIMIT: "--max-latency-ms", SIZE_LIMIT: "--max-size-mb"}
+    asked = " and ".join(f"`{flags[name]} {limit:g}`" for name, limit in spec.limits.items())
+    done = completed_trials(study)
+    return f"Within {asked}: {sum(feasible(t) for t in done)} of {len(done)} complete trials met them; the others are never the best."
 
 
 def _study_sentence(study: optuna.Study) -> str:
@@ -123,7 +132,7 @@ def section_methods(report: Report, study: optuna.Study) -> None:
     groups: dict[str, list[FrozenTrial]] = {}
     for trial in completed_trials(study):  # best first
         config = TrialFacts.of(trial).config
-        if config is None:
+        if config is None or not feasible(trial):  # over a deployment constraint: not a method's answer
             continue
         on = f" on {trial.params[BACKBONE_PARAM]}" if BACKBONE_PARAM in trial.params else ""
         groups.setdefault(method(kind.config_of(config)) + on, []).append(trial)

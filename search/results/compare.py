@@ -22,7 +22,7 @@ from search.results.text import markdown_table, percent
 from search.study.artifacts import PER_CLASS_FILE, fetch_artifact, read_per_class
 from search.study.record import (
     StudyRecord,
-    completed_trials,
+    best_completed,
     finished_count,
     record_of,
     stored_test,
@@ -121,7 +121,7 @@ def comparison_lines(main: Compared, others: Sequence[Compared]) -> list[str]:
     compared = [main, *(c for c in others if c.study.study_name != main.study.study_name)]
     if len(compared) < 2:
         return []
-    bests = [next(iter(completed_trials(c.study)), None) for c in compared]
+    bests = [best_completed(c.study) for c in compared]
     lines = ["## Comparison", ""]
     lines += markdown_table(
         (

@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
-from search.study.record import completed_trials, record_of
+from search.study.record import best_completed, completed_trials, record_of
 from search.study.spec import StudySpec
 from search.study.storage import mask_password, open_storage, parse_storage_url
 
@@ -45,15 +45,21 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best completed trial; a study without one is a user-facing error, not a ValueError."""
+    """The best (feasible) completed trial; a study without one is a user-facing error, not a ValueError."""
     done = completed_trials(study)
-    if not done:
+    best = best_completed(study)
+    if done and best is None:
+        raise UserError(
+            f"no complete trial of study '{study.study_name}' meets its deployment constraints "
+            "(--max-latency-ms, --max-size-mb); pass --trial N for one of them, or run a study with looser ones"
+        )
+    if best is None:
         counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
         held = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no trials"
         raise UserError(
             f"study '{study.study_name}' has no completed trial yet ({held}); run run_study.py on it until one completes"
         )
-    return done[0]
+    return best
 
 
 def artifact_store_for(study: optuna.Study, artifact_dir: Path | None) -> FileSystemArtifactStore:

@@ -37,7 +37,7 @@ from search.results.text import markdown_table, percent
 from search.study.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifact, read_per_class
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.plots import DPI, plot_confusion, plot_curves
-from search.study.record import StudyRecord, completed_trials, record_of, trial_artifacts
+from search.study.record import StudyRecord, completed_trials, feasible, record_of, trial_artifacts
 from search.study.scores import Classification
 from search.study.trial_facts import TrialFacts
 
@@ -62,7 +62,7 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
                 facts.epochs_run if facts.epochs_run is not None else "-",
                 f"{facts.seconds:.1f}" if facts.seconds is not None else "-",
                 f"{facts.latency_ms_b1:.1f}" if facts.latency_ms_b1 is not None else "-",
-                trial_words(report, trial),
+                trial_words(report, trial) + ("" if feasible(trial) else " (infeasible: over a deployment constraint)"),
             )
         )
     header = ("rank", "trial", metric, "val acc", "epochs", "seconds", "ms/image", "configuration")
@@ -209,8 +209,9 @@ def _figures_best(
 ) -> None:
     """The best trial's learning curves and confusion matrix (test when scored, else validation)."""
     history = TrialFacts.of(best).history
-    curves = plot_curves(history, folder / "best_curves.png", title=f"trial {best.number}") if history else None
-    report.figure(curves, "learning curves", missing="No learning curves: this classifier is fitted in one step.")
+    several = len(history) > 1  # a classifier fitted in one step has one point: no curve to draw
+    curves = plot_curves(history, folder / "best_curves.png", title=f"trial {best.number}") if several else None
+    report.figure(curves, "learning curves", missing="No learning curves: this model was fitted in one step.")
     if test:
         scores = Classification.from_record(test)
         path = plot_confusion(

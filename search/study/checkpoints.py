@@ -36,7 +36,10 @@ def save_if_best(
     trial: optuna.Trial, kind: StudyKind, config: object, result: TrialResult, store: Any, *, metric: str
 ) -> str | None:
     """Upload the trial's model when it beats the study's best so far; returns the artifact id."""
-    if result.best is None or result.model is None or not beats_best(trial.study, result.best.value(metric), metric):
+    infeasible = any(value > 0.0 for value in trial.constraints.values())  # over a deployment constraint
+    if result.best is None or result.model is None or infeasible:
+        return None
+    if not beats_best(trial.study, result.best.value(metric), metric):
         return None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / kind.checkpoint_file

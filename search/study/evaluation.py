@@ -25,7 +25,7 @@ from search.data.sources import TEST, open_source
 from search.errors import UserError
 from search.kinds import Part, Prepared, StudyKind
 from search.progress import progress_bar
-from search.study.record import completed_trials, record_of, store_test, stored_test
+from search.study.record import best_completed, record_of, store_test, stored_test
 from search.study.scores import classify
 from search.study.trained import load_trial_model
 from search.study.workers import worker_id
@@ -64,13 +64,12 @@ def evaluate_on_test(
     `test_part` is called only when the evaluation has to be computed, so that a current stored
     one costs nothing.
     """
-    done = completed_trials(study)
-    if not done:
+    best = best_completed(study)
+    if best is None:
         return None
     current = stored_test(study)
     if current is not None:
         return current
-    best = done[0]
     images, labels = test_part()
     if not len(labels):
         log.warning("study %s has no test images; the best trial is not evaluated on a test split", study.study_name)

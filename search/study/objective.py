@@ -17,10 +17,12 @@ from search.study import trial_facts as attr
 from search.study.artifacts import save_trial_artifacts
 from search.study.checkpoints import save_if_best
 from search.study.costs import CostMeter
+from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT
 from search.training.configs import BACKBONE_PARAM
 from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
 
 log = logging.getLogger(__name__)
+UNMEASURED = 1e9  # the constraint of a model that could not be timed: it cannot be shown to fit, so it does not
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Resources:
     settings: TrainSettings
     artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
     costs: CostMeter | None = None  # None: complete trials are not timed (unit tests)
+    limits: dict[str, float] = dataclasses.field(default_factory=dict)  # StudySpec.limits: constraints to set
 
 
 class TrialReporter:
@@ -92,15 +95,24 @@ def record_result(trial: optuna.Trial, config: object, result: TrialResult) -> N
 def record_costs(
     trial: optuna.Trial, config: object, result: TrialResult, resources: Resources, meter: CostMeter
 ) -> None:
-    """Parameters, bytes and latency of the trial's model as user attributes (search.study.costs)."""
+    """Parameters, bytes and latency of the trial's model as user attributes (search.study.costs), and the
+    study's deployment constraints on them as Optuna trial constraints (over zero: infeasible)."""
+    costs: dict[str, float | int] = {}
     try:
         parts = resources.kind.inference_parts(config, result.model, resources.prepared, resources.backbone)
         costs = meter.measure(parts)
     except Exception as exc:  # a model that cannot be timed is still a trained trial: keep it, say why
         log.warning("trial %d: its model could not be timed (%s: %s)", trial.number, type(exc).__name__, exc)
-        return
     for key, value in costs.items():
         trial.set_user_attr(key, value)
+    size = costs.get(attr.SIZE_BYTES)
+    measured: dict[str, float | None] = {
+        LATENCY_LIMIT: costs.get(attr.LATENCY_MS_B1),
+        SIZE_LIMIT: None if size is None else size / 1e6,
+    }
+    for name, limit in resources.limits.items():
+        cost = measured[name]
+        trial.set_constraint(name, UNMEASURED if cost is None else cost - limit)
 
 
 def make_objective(
@@ -136,7 +148,7 @@ def make_objective(
             raise
         record_result(trial, config, result)
         if result.status is Status.COMPLETE and resources.costs is not None:
-            record_costs(trial, config, result, resources, resources.costs)
+            record_costs(trial, config, result, resources, resources.costs)  # constraints: before the checkpoint
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
             save_if_best(trial, kind, config, result, resources.artifact_store, metric=settings.metric)

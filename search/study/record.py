@@ -227,11 +227,25 @@ def claim_split(study: optuna.Study, data: Dataset) -> str:
     return data.encoded_split()
 
 
+def feasible(trial: FrozenTrial) -> bool:
+    """Whether the trial meets the study's deployment constraints (all of them zero or less; none: it does)."""
+    return all(value <= 0.0 for value in trial.constraints.values())
+
+
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials, best first in the study's direction."""
+    """Completed trials, best first in the study's direction, the feasible ones before any infeasible one.
+
+    The first is the study's best only when it is feasible (Optuna's best_trial agrees).
+    """
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(done, key=lambda t: (t.value if maximize else -t.value) if t.value is not None else 0.0, reverse=True)
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    return sorted(done, key=lambda t: (feasible(t), sign * (t.value or 0.0)), reverse=True)
+
+
+def best_completed(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best trial: the best feasible completed one, or None."""
+    done = completed_trials(study)
+    return done[0] if done and feasible(done[0]) else None
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -240,9 +254,9 @@ def finished_count(study: optuna.Study) -> int:
 
 def stored_test(study: optuna.Study) -> dict[str, Any] | None:
     """The stored test evaluation if it is for the current best trial, else None."""
-    done = completed_trials(study)
+    best = best_completed(study)
     stored = study.user_attrs.get(TEST_ATTR)
-    if not done or not isinstance(stored, dict) or stored.get("trial") != done[0].number:
+    if best is None or not isinstance(stored, dict) or stored.get("trial") != best.number:
         return None
     return stored
 

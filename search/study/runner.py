@@ -242,6 +242,7 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
             settings=settings,
             artifact_store=opened.store,
             costs=CostMeter(resolved.image_size, settings.device),
+            limits=spec.limits,
         )
         setups[backbone.name] = BackboneSetup(context, resources, plan)
     if budget is not None:

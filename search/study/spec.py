@@ -17,6 +17,8 @@ SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"  # the trainers use CUDA or the CPU; nothing else is tested
 # What a study is: reusing its name with another of these would mix incomparable trials.
+LATENCY_LIMIT = "latency_ms"  # the trial constraint --max-latency-ms sets: latency at batch 1 minus the limit
+SIZE_LIMIT = "size_mb"  # the trial constraint --max-size-mb sets: the model's megabytes minus the limit
 IDENTITY_FIELDS = (
     "space",
     "backbone",
@@ -27,6 +29,8 @@ IDENTITY_FIELDS = (
     "metric",
     "max_epochs",
     "patience",
+    "max_latency_ms",
+    "max_size_mb",
 )
 
 
@@ -59,6 +63,9 @@ class StudySpec:
     patience: int = 3  # epochs without improvement before a trial stops on its own
     timeout: float | None = None
     time_budget: float | None = None  # seconds the whole command may take: trials are planned and started to fit
+    # deployment constraints (Optuna trial constraints): a trial over either is infeasible, never the best
+    max_latency_ms: float | None = None  # per image at batch 1 on the study's device
+    max_size_mb: float | None = None  # the exported model's weights
     seed: int = 0
     device: str = "auto"
 
@@ -86,6 +93,9 @@ class StudySpec:
             problems.append("--timeout must be a positive number of seconds")
         if self.time_budget is not None and self.time_budget <= 0:
             problems.append("--time-budget must be a positive number of seconds")
+        for flag, limit in (("--max-latency-ms", self.max_latency_ms), ("--max-size-mb", self.max_size_mb)):
+            if limit is not None and not limit > 0:
+                problems.append(f"{flag} must be a positive number")
         problems += self._backbone_problems()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
@@ -106,6 +116,12 @@ class StudySpec:
     def backbones(self) -> tuple[str, ...]:
         """The backbones named by --backbone: one, several a study searches among, or (zoo,) for the curated list."""
         return tuple(name.strip() for name in self.backbone.split(",") if name.strip())
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The deployment constraints asked for, by the cost they bound (search.study.objective.record_costs)."""
+        asked = {LATENCY_LIMIT: self.max_latency_ms, SIZE_LIMIT: self.max_size_mb}
+        return {name: limit for name, limit in asked.items() if limit is not None}
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:

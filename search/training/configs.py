@@ -24,7 +24,7 @@ ConfigT = TypeVar("ConfigT")
 
 
 def plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's parameters under their names on any backbone (`backbone_cut@vgg16` -> `backbone_cut`)."""
+    """A trial's parameters under their config fields' names: `cut@vgg16` -> `cut`, `lr@adam` -> `lr`."""
     return {name.split("@", 1)[0]: value for name, value in params.items()}
 
 
