@@ -118,18 +118,17 @@ def test_missing_weights_are_one_line_naming_the_ways_to_give_them(tmp_path: Pat
     assert not (tmp_path / "studies").exists(), "nothing was created"
 
 
-def _run_study(tmp_path: Path, space: str, backbone: str, *, trials: int = 2) -> subprocess.CompletedProcess[str]:
+def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """run_study.py as a user runs it, offline with an empty Hugging Face cache; it must succeed."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["--space", space, "--backbone", backbone, "--pretrained", "none", "--data", str(PHOTOS)]
-    args += ["--trials", str(trials), "--max-epochs", "2", "--patience", "1", "--storage", storage]
-    args += [
-        "--study-name",
-        "timm",
+    args += (
+        "--storage",
+        storage,
         "--artifact-dir",
         str(tmp_path / "artifacts"),
         "--cache-dir",
         str(tmp_path / "cache"),
-    ]
+    )
     done = subprocess.run(
         [sys.executable, str(ROOT / "run_study.py"), *args],
         cwd=tmp_path,
@@ -139,6 +138,12 @@ def _run_study(tmp_path: Path, space: str, backbone: str, *, trials: int = 2) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def _run_study(tmp_path: Path, space: str, backbone: str, *, trials: int = 2) -> subprocess.CompletedProcess[str]:
+    args = ["--space", space, "--backbone", backbone, "--pretrained", "none", "--data", str(PHOTOS)]
+    args += ["--trials", str(trials), "--max-epochs", "2", "--patience", "1", "--study-name", "timm"]
+    return _run_cli(tmp_path, *args)
 
 
 def _assert_exports_agree(tmp_path: Path, trial: int) -> None:
@@ -189,17 +194,7 @@ def test_a_study_searches_backbones_and_each_trial_exports_on_its_own(tmp_path: 
 
 def test_the_zoo_searches_the_entries_whose_weights_are_here(tmp_path: Path) -> None:
     """Offline with an empty Hugging Face cache, the zoo keeps the bundled Lite0 and names what it skipped."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["--space", "features", "--backbone", "zoo", "--data", str(PHOTOS), "--trials", "1", "--storage", storage]
-    args += ["--artifact-dir", str(tmp_path / "artifacts"), "--cache-dir", str(tmp_path / "cache")]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "run_study.py"), *args],
-        cwd=tmp_path,
-        env=_offline(tmp_path / "empty-cache"),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _run_cli(tmp_path, "--space", "features", "--backbone", "zoo", "--data", str(PHOTOS), "--trials", "1")
     output = " ".join((done.stdout + done.stderr).split())
     assert "--backbone zoo: skipping" in output and "efficientnet_b0.ra_in1k" in output
     assert "efficientnet_lite0" in output and "convnext_tiny" not in output  # a GPU entry: not on a CPU

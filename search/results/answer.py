@@ -21,23 +21,7 @@ from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words, method
 
 ALWAYS_SHOWN = ("space", "data", "backbone")  # shown even at their defaults: what the study is
-SPEC_KEYS = (
-    "space",
-    "data",
-    "backbone",
-    "pretrained",
-    "weights",
-    "from_trial",
-    "image_size",
-    "metric",
-    "max_epochs",
-    "patience",
-    "sampler",
-    "pruner",
-    "seed",
-    "storage",
-    "artifact_dir",
-)
+HIDDEN = ("study_name",)  # in the report's title already
 
 
 def section_answer(
@@ -164,9 +148,9 @@ def section_settings(report: Report) -> None:
     asked = spec.to_record() if spec else {}
     defaults = StudySpec().to_record()
     rows = [
-        (key, asked[key])
-        for key in SPEC_KEYS
-        if key in asked and (asked[key] != defaults.get(key) or key in ALWAYS_SHOWN)
+        (key, value)
+        for key, value in asked.items()
+        if key not in HIDDEN and (key in ALWAYS_SHOWN or value != defaults.get(key))
     ]
     if resolved is not None:
         rows += [
