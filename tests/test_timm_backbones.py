@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from search.cli.results import main as results_main
+from search.cli.run import main as run_main
 from search.data.decode import decode_image_file
 from search.errors import UserError
 from search.models.backbones import create_backbone
@@ -198,6 +199,14 @@ def test_the_zoo_searches_the_entries_whose_weights_are_here(tmp_path: Path) -> 
     output = " ".join((done.stdout + done.stderr).split())
     assert "--backbone zoo: skipping" in output and "efficientnet_b0.ra_in1k" in output
     assert "efficientnet_lite0" in output and "convnext_tiny" not in output  # a GPU entry: not on a CPU
+
+
+def test_a_scratch_study_searches_no_backbones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for backbone in ("zoo", "test_convnext,test_vit"):
+        args = ["--space", "scratch", "--backbone", backbone, "--data", str(PHOTOS)]
+        assert run_main([*args, "--storage", f"sqlite:///{tmp_path / 'o.db'}"]) == 2
+        assert "scratch studies stand on no backbone" in capsys.readouterr().err
+    assert not (tmp_path / "o.db").exists(), "refused before the storage was opened"
 
 
 def test_several_backbones_refuse_one_weights_file() -> None:

@@ -52,7 +52,7 @@ def open_spec(spec: StudySpec) -> Opened:
     device = resolve_device(spec.device)
     source = open_source(spec.data, root=spec.data_root, classes=spec.classes)
     named = spec.backbones != (ZOO,)
-    if len(spec.backbones) > 1 and not kind.stands_on_backbone:
+    if (len(spec.backbones) > 1 or not named) and not kind.stands_on_backbone:
         raise UserError(f"{kind.name} studies stand on no backbone; give --backbone one name or leave it out")
     backbones = tuple(_study_backbone(spec, kind, name) for name in spec.backbones) if named else ()
     storage = open_storage(spec.storage)
