@@ -111,7 +111,7 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
     best = best_completed(study)
     best_facts = TrialFacts.of(best) if best is not None else None
     if spec.limits and best is None and completed_trials(study):
-        lines.append(f"No complete trial met {_limits_text(spec)}: loosen them, or run more trials.")
+        lines.append(f"No complete trial met {' and '.join(spec.limits_as_flags())}: loosen them, or run more trials.")
     if best is not None and best_facts is not None and best_facts.config is not None:
         accuracy = best_facts.val_accuracy
         val = f": val accuracy {accuracy:.2%}" if accuracy is not None else ""
@@ -132,11 +132,6 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         f"  {report_command(spec)}",
     ]
     return "\n".join(lines)
-
-
-def _limits_text(spec: StudySpec) -> str:
-    flags = {"latency_ms": "--max-latency-ms", "size_mb": "--max-size-mb"}
-    return " and ".join(f"{flags[name]} {limit:g}" for name, limit in spec.limits.items())
 
 
 def _count(value: int | None) -> str:

@@ -15,7 +15,7 @@ from search.results.compare import wall_time
 from search.results.sections import Report, data_record, metric_name, num
 from search.results.text import format_pairs, markdown_table, percent
 from search.study.record import completed_trials, feasible
-from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT, StudySpec
+from search.study.spec import StudySpec
 from search.study.trial_facts import TrialFacts
 from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words, method
@@ -65,8 +65,7 @@ def _costs_sentence(report: Report, facts: TrialFacts) -> str:
 
 
 def _constraints_sentence(spec: StudySpec, study: optuna.Study) -> str:
-    flags = {LATENCY_LIMIT: "--max-latency-ms", SIZE_LIMIT: "--max-size-mb"}
-    asked = " and ".join(f"`{flags[name]} {limit:g}`" for name, limit in spec.limits.items())
+    asked = " and ".join(f"`{flag}`" for flag in spec.limits_as_flags())
     done = completed_trials(study)
     return f"Within {asked}: {sum(feasible(t) for t in done)} of {len(done)} complete trials met them; the others are never the best."
 

@@ -19,6 +19,7 @@ DEVICES_HELP = "auto, cpu, cuda or cuda:N"  # the trainers use CUDA or the CPU; 
 # What a study is: reusing its name with another of these would mix incomparable trials.
 LATENCY_LIMIT = "latency_ms"  # the trial constraint --max-latency-ms sets: latency at batch 1 minus the limit
 SIZE_LIMIT = "size_mb"  # the trial constraint --max-size-mb sets: the model's megabytes minus the limit
+LIMIT_FLAGS = {LATENCY_LIMIT: "--max-latency-ms", SIZE_LIMIT: "--max-size-mb"}
 IDENTITY_FIELDS = (
     "space",
     "backbone",
@@ -93,9 +94,9 @@ class StudySpec:
             problems.append("--timeout must be a positive number of seconds")
         if self.time_budget is not None and self.time_budget <= 0:
             problems.append("--time-budget must be a positive number of seconds")
-        for flag, limit in (("--max-latency-ms", self.max_latency_ms), ("--max-size-mb", self.max_size_mb)):
+        for name, limit in self._asked_limits().items():
             if limit is not None and not limit > 0:
-                problems.append(f"{flag} must be a positive number")
+                problems.append(f"{LIMIT_FLAGS[name]} must be a positive number")
         problems += self._backbone_problems()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             problems.append(f"--device must be {DEVICES_HELP}, not '{self.device}'")
@@ -117,11 +118,17 @@ class StudySpec:
         """The backbones named by --backbone: one, several a study searches among, or (zoo,) for the curated list."""
         return tuple(name.strip() for name in self.backbone.split(",") if name.strip())
 
+    def _asked_limits(self) -> dict[str, float | None]:
+        return {LATENCY_LIMIT: self.max_latency_ms, SIZE_LIMIT: self.max_size_mb}
+
     @property
     def limits(self) -> dict[str, float]:
         """The deployment constraints asked for, by the cost they bound (search.study.objective.record_costs)."""
-        asked = {LATENCY_LIMIT: self.max_latency_ms, SIZE_LIMIT: self.max_size_mb}
-        return {name: limit for name, limit in asked.items() if limit is not None}
+        return {name: limit for name, limit in self._asked_limits().items() if limit is not None}
+
+    def limits_as_flags(self) -> list[str]:
+        """The constraints as the flags that set them, e.g. `--max-latency-ms 10`, for messages and reports."""
+        return [f"{LIMIT_FLAGS[name]} {limit:g}" for name, limit in self.limits.items()]
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
