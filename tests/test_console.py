@@ -153,13 +153,13 @@ def test_summary_table_lists_the_best_trials_best_first(study: FinishedStudy) ->
         cell.strip() for cell in next(line for line in text.splitlines() if line.startswith("┃")).split("┃")[1:-1]
     ]
     body = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
-    assert header == ["trial", "val_loss", "val acc", "epochs", "seconds", "ms/image", "size", "params"]
+    assert header == ["trial", "val acc", "val loss", "epochs", "seconds", "ms/image", "size", "params"]
     assert [int(row[0]) for row in body] == expected[:5]
     by_number = {t.number: t for t in done}
     for row in body:
         trial = by_number[int(row[0])]
-        assert row[1] == f"{trial.value:.4f}"
-        assert row[2] == f"{trial.user_attrs['val_accuracy']:.2%}"
+        assert row[1] == f"{trial.user_attrs['val_accuracy']:.2%}"
+        assert row[2] == f"{trial.user_attrs['val_loss']:.4f}"
         assert row[5] == f"{trial.user_attrs['latency_ms_b1']:.1f}"
         assert row[6] == f"{trial.user_attrs['size_bytes'] * 1e-6:.3g} MB"
         assert row[7] == format_params(trial.params, get_kind("features"))

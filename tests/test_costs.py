@@ -13,7 +13,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 from torch import nn
 
-from search.data.feature_cache import FeatureExtractor
+from search.data.feature_cache import FeatureExtractor, pool
+from search.data.pixels import normalize_pixels
 from search.kinds.base import InferenceParts, network_size
 from search.kinds.features import prefix_modules, tap_timer
 from search.models.backbones import create_backbone
@@ -101,6 +102,37 @@ def test_one_timed_pass_gives_every_tap_its_time() -> None:
         assert figures["latency_ms_b1"] > 0
     assert sorted(set(passes)) == [1, 64] and len(passes) == 1 + 10 + 3  # a warm-up, then the repeats, once
     assert meter._trunk_ms[("stem", 64)] < meter._trunk_ms[("conv_head", 64)]
+
+
+def test_the_extraction_pass_times_the_taps_so_trials_do_not_time_them_again(tmp_path: Path) -> None:
+    """A features study's extraction runs its taps at batch 64 anyway: its ready times are the batch-64
+    trunk times, and the features it writes are those of the traced taps that predict later."""
+    backbone = create_backbone("efficientnet_lite0")
+    extractor = FeatureExtractor(backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=CPU)
+    images = torch.randint(0, 256, (3 * 64, 3, 32, 32), dtype=torch.uint8)
+    features = [extractor(batch, extractor.layers) for batch in images.split(64)]
+    measured = extractor.extraction_ms()
+    assert list(measured) == [64] and list(measured[64]) == list(backbone.taps)  # the first batch is a warm-up
+
+    traced = extractor.tapped(extractor.layers)(normalize_pixels(images[:64], extractor.mean, extractor.std))
+    for layer, output in traced.items():
+        assert torch.allclose(torch.from_numpy(features[0][layer]), pool(output), atol=1e-5), layer
+
+    timer = tap_timer(extractor)
+    assert timer is not None
+    passes: list[int] = []
+
+    def counted(batch: torch.Tensor) -> dict[object, float]:
+        passes.append(len(batch))
+        return dict(timer(batch))
+
+    meter = CostMeter(32, CPU)
+    parts = InferenceParts(
+        nn.AdaptiveAvgPool2d(1), "block5", lambda x: x, 0, 0, tap_times=counted, measured_ms=measured
+    )
+    figures = meter.measure(parts)
+    assert set(passes) == {1}  # batch 1 is timed; batch 64 came from the extraction
+    assert figures[LATENCY_MS_B64] >= round(measured[64]["block5"] / 64, 3)  # the trunk at batch 64, plus the head
 
 
 def test_a_trials_size_counts_the_layers_up_to_its_deepest_tap() -> None:

@@ -67,7 +67,9 @@ def test_real_trials_on_digits_prune_a_hopeless_configuration(
     prepared = Prepared(data=small_digits, shared=FrozenPrefixCache(backbone, small_digits, settings.device))
     resources = Resources(kind=get_kind("finetune"), prepared=prepared, backbone=backbone, settings=settings)
     ctx = CTX.__class__(**{**CTX.__dict__, "device": "cpu", "train_size": 280})
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3))
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=make_pruner("median", 3), direction=METRICS[settings.metric]
+    )
     common = {
         "cut": "block5",
         "head_depth": 1,

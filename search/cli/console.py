@@ -63,15 +63,15 @@ class StudyProgress:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         style = STATE_STYLE.get(trial.state, "white")
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
         facts = TrialFacts.of(trial)
-        acc = f" acc={facts.val_accuracy:.2%}" if facts.val_accuracy is not None else ""
+        acc = f"acc={facts.val_accuracy:.2%}" if facts.val_accuracy is not None else "acc=-"
+        loss = f" loss={facts.val_loss:.4f}" if facts.val_loss is not None else ""
         seconds = facts.seconds or 0.0
         reason = facts.fail_reason or (
             "[yellow]infeasible[/] (over a deployment constraint)" if not feasible(trial) else ""
         )
         self.console.print(
-            f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {self.spec.metric}={value}{acc} "
+            f"[{style}]#{trial.number:<3} {trial.state.name:<8}[/] {acc}{loss} "
             f"{format_params(trial.params, self.kind)} [dim]{seconds:.1f}s[/] {reason}",
             highlight=False,
             soft_wrap=True,
@@ -147,14 +147,14 @@ def summary_table(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
     """The best completed trials, best first, with their accuracy and key choices."""
     done = completed_trials(study)
     table = Table(title=f"best trials of {spec.name} ({len(done)} complete)")
-    for column in ("trial", spec.metric, "val acc", "epochs", "seconds", "ms/image", "size", "params"):
+    for column in ("trial", "val acc", "val loss", "epochs", "seconds", "ms/image", "size", "params"):
         table.add_column(column)
     for trial in done[:top]:
         facts = TrialFacts.of(trial)
         table.add_row(
             str(trial.number),
-            f"{trial.value:.4f}",
             _figure(facts.val_accuracy, "{:.2%}"),
+            _figure(facts.val_loss, "{:.4f}"),
             _count(facts.epochs_run),
             _figure(facts.seconds, "{:.1f}"),
             _figure(facts.latency_ms_b1, "{:.1f}"),
@@ -171,8 +171,8 @@ def summary_lines(study: optuna.Study, spec: StudySpec, kind: StudyKind, *, top:
     for trial in done[:top]:
         facts = TrialFacts.of(trial)
         figures = [
-            f"{spec.metric} {trial.value:.4f}",
             f"val acc {_figure(facts.val_accuracy, '{:.2%}')}",
+            f"val loss {_figure(facts.val_loss, '{:.4f}')}",
             f"{_count(facts.epochs_run)} epochs",
             f"{_figure(facts.seconds, '{:.1f}')} s",
             f"{_figure(facts.latency_ms_b1, '{:.1f}')} ms/image",

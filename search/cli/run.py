@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="stand on the network a finished finetune or scratch trial trained (same storage): --space finetune "
         "cuts and trains it further under a new head, --space features taps its layers",
     )
+    parser.add_argument(
+        "--warm-start",
+        nargs="+",
+        type=str,
+        default=(),
+        metavar="STUDY",
+        help="earlier studies of the same space (same storage): their best configurations run first, with what "
+        "does not apply here (another backbone's cut points, ...) left to the sampler",
+    )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes to start on this study")
     parser.add_argument("--study-name", default=None, help="default: <space>-<data>-<backbone>")
     parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS)
@@ -163,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Every StudySpec field has a flag of the same name; a scratch study's default name names no backbone."""
-    spec = StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)}
+    spec = StudySpec(**values | {"warm_start": tuple(values["warm_start"])})
     if spec.study_name is None and not get_kind(get_space(spec.space).kind).stands_on_backbone:
         return dataclasses.replace(spec, study_name=spec.default_study_name(with_backbone=False))
     return spec

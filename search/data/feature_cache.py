@@ -10,7 +10,9 @@ split and every study of the same data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import statistics
+import time
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ITEMS_FILE = "items.npy"  # bool per source item: decoded (True) or skipped as unreadable
 Batches = Callable[[], Iterable[tuple[np.ndarray, torch.Tensor]]]  # (source indices, uint8 images)
+
+
+class _DeepestReached(Exception):
+    """Raised by the deepest tap's hook: the network after it is not needed."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,70 @@ class FeatureExtractor:
         self.mean, self.std = mean, std
         self.device = device
         self._traced: dict[tuple[str, ...], nn.Module] = {}  # tracing takes a third of a second: once per layer set
+        # per batch size, one {layer: ms at which its output was ready} for each batch the extraction ran
+        self._extraction_ready: dict[int, list[dict[str, float]]] = {}
+
+    def _tap_modules(self) -> dict[str, nn.Module] | None:
+        """Each tap's module, or None when a tap is not a module's output (nothing to hook)."""
+        try:
+            return {layer: self.model.get_submodule(node) for layer, node in self.taps.items()}
+        except AttributeError:
+            return None
+
+    @property
+    def hookable(self) -> bool:
+        return self._tap_modules() is not None
+
+    @torch.no_grad()
+    def ready_times(
+        self, x: torch.Tensor, layers: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """One pass of normalised images up to the deepest of `layers`: when each layer's output was ready
+        (ms from the start) and the outputs. Needs `hookable`.
+
+        A timed pass is the extraction itself, so a study's latency figures cost no extra pass over its taps.
+        """
+        modules = self._tap_modules()
+        assert modules is not None, "ready_times needs hookable taps"
+        wanted = layers or self.layers
+        deepest = max(wanted, key=self.layers.index)
+        ready: dict[str, float] = {}
+        outputs: dict[str, torch.Tensor] = {}
+
+        def noting(layer: str) -> Callable[..., None]:
+            def note(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                ready.setdefault(layer, (time.perf_counter() - started) * 1000)
+                outputs.setdefault(layer, output)
+                if layer == deepest:
+                    raise _DeepestReached
+
+            return note
+
+        handles = [
+            modules[layer].register_forward_hook(noting(layer))
+            for layer in self.layers[: self.layers.index(deepest) + 1]
+        ]
+        started = time.perf_counter()
+        try:
+            self.model(x)
+        except _DeepestReached:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return ready, {layer: outputs[layer] for layer in wanted}
+
+    def extraction_ms(self) -> dict[int, dict[Hashable, float]]:
+        """Per batch size the extraction ran at least twice: the median ms at which each tap was ready, the
+        first batch (a warm-up) left out. Empty when the features came from the cache."""
+        medians: dict[int, dict[Hashable, float]] = {
+            batch: {layer: statistics.median(run[layer] for run in runs[1:]) for layer in runs[0]}
+            for batch, runs in self._extraction_ready.items()
+            if len(runs) > 1
+        }
+        return medians
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -84,9 +154,18 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """uint8 images [B, 3, S, S] -> per layer float32 [B, 2, C] (average and max pool)."""
+        """uint8 images [B, 3, S, S] -> per layer float32 [B, 2, C] (average and max pool).
+
+        Hookable taps run as a timed pass whose ready times are kept (`extraction_ms`); others traced.
+        """
         x = normalize_pixels(images.to(self.device), self.mean, self.std)
-        return {layer: pool(output).cpu().numpy() for layer, output in self.tapped(layers)(x).items()}
+        if self.hookable:
+            ready, outputs = self.ready_times(x, layers)
+            if set(layers) == set(self.layers):  # a partial extraction times only some taps
+                self._extraction_ready.setdefault(len(images), []).append(ready)
+        else:
+            outputs = self.tapped(layers)(x)
+        return {layer: pool(output).cpu().numpy() for layer, output in outputs.items()}
 
 
 def pool(output: torch.Tensor) -> torch.Tensor:

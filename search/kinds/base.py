@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -110,6 +110,8 @@ class InferenceParts:
     size_bytes: int  # what the exported model weighs: float32 weights (+ the fitted pipeline's arrays)
     # one pass that times every trunk key at once: images -> {key: ms at which that key's output was ready}
     tap_times: Callable[[torch.Tensor], dict[Hashable, float]] | None = None
+    # trunk keys' times already measured, per batch size (a features study's extraction pass): not timed again
+    measured_ms: Mapping[int, Mapping[Hashable, float]] = field(default_factory=dict)
 
 
 def network_size(module: nn.Module) -> tuple[int, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -107,35 +106,16 @@ def prefix_modules(model: nn.Module, node: str) -> nn.Module:
 
 
 def tap_timer(extractor: FeatureExtractor) -> Callable[[torch.Tensor], dict[Hashable, float]] | None:
-    """One pass of the whole tap model that notes when each tapped layer's output is ready (ms from the start).
+    """One pass of the taps that notes when each tapped layer's output is ready (ms from the start).
 
     None when a tap is not a module's output (nothing to hook): each layer set is then timed on its own.
     """
-    model, device = extractor.model, extractor.device
-    try:
-        modules = {layer: model.get_submodule(node) for layer, node in extractor.taps.items()}
-    except AttributeError:
+    if not extractor.hookable:
         return None
 
     def run(images: torch.Tensor) -> dict[Hashable, float]:
-        ready: dict[Hashable, float] = {}
-
-        def noting(layer: str) -> Callable[..., None]:
-            def note(*_: Any) -> None:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                ready[layer] = (time.perf_counter() - started) * 1000
-
-            return note
-
-        handles = [module.register_forward_hook(noting(layer)) for layer, module in modules.items()]
-        started = time.perf_counter()
-        try:
-            model(images.to(device))
-        finally:
-            for handle in handles:
-                handle.remove()
-        return ready
+        ready, _ = extractor.ready_times(images.to(extractor.device))
+        return {layer: ms for layer, ms in ready.items()}
 
     return run
 
@@ -283,6 +263,7 @@ class FeaturesKind(StudyKind):
             parameters + fitted_numbers(model),
             size + fitted_bytes(model),
             tap_times=tap_times,
+            measured_ms=extractor.extraction_ms(),
         )
 
     def onnx_graph(self, model: Any) -> Any:

@@ -4,7 +4,8 @@ Latency is milliseconds per image at batch 1 and batch 64 on the study's device,
 repeated timed runs after a warm-up. A trunk that trials share (the stages up to a cut, the taps up
 to a deepest layer) is timed once per process and key; the trial's own head or pipeline is timed
 every time. Where one pass can time every key (a features study's taps: the moment each tapped
-layer's output is ready), it does, so a features study pays for one trunk timing, not one per layer.
+layer's output is ready), it does, so a features study pays for one trunk timing, not one per layer;
+where the pass that extracted the study's features already timed a batch size, that timing is used.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class CostMeter:
         single = trunk(self._images(1))
         for batch in BATCHES:
             key = (parts.trunk_key, batch)
+            for measured, ms in parts.measured_ms.get(batch, {}).items():
+                self._trunk_ms.setdefault((measured, batch), ms)
             if parts.tap_times is not None and parts.trunk_key is not None and key not in self._trunk_ms:
                 self._time_every_tap(parts.tap_times, batch)
             trunk_ms = self._trunk_ms.get(key) if parts.trunk_key is not None else None

@@ -33,6 +33,7 @@ from search.study.record import (
 )
 from search.study.spec import StudySpec
 from search.study.trial_facts import TrialFacts
+from search.study.warm_start import check_sources, warm_start_trials
 from search.study.workers import StopWhenCovered, rounds, tagged, worker_seed
 from search.training.configs import BACKBONE_PARAM, SpaceContext
 from search.training.core import TrainSettings
@@ -190,6 +191,7 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
     resolved = resolve(spec, opened)
     if opened.stored is not None:
         check_same_setup(spec, resolved, opened.stored)  # before decoding: a mismatch should not cost minutes
+    check_sources(spec.warm_start, opened.storage, opened.space)
     inputs = [
         KindInputs(
             backbone=backbone,
@@ -248,7 +250,9 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
     if budget is not None:
         budget.check(needed)
     first = _first_trials(opened.space, [setup.context for setup in setups.values()])
-    for params in first[: spec.trials]:  # the known-good recipes first, as many as --trials asks; once each
+    contexts = {name: setup.context for name, setup in setups.items()}
+    queued = first + warm_start_trials(spec.warm_start, opened.storage, opened.space, contexts)
+    for params in queued[: spec.trials]:  # the known-good recipes first, as many as --trials asks; once each
         study.enqueue_trial(params, skip_if_exists=True)
     return PreparedStudy(spec, resolved, study, opened.space, setups, budget)
 

@@ -11,7 +11,7 @@ from search.data.sizing import MIN_IMAGE_SIZE
 from search.errors import UserError
 from search.models.zoo import ZOO
 from search.study.storage import mask_password
-from search.training.core import METRICS
+from search.training.core import DEFAULT_METRIC, METRICS
 
 SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
@@ -55,11 +55,12 @@ class StudySpec:
     artifact_dir: Path = Path("studies/artifacts")  # Optuna's FileSystemArtifactStore: plots, checkpoints
     cache_dir: Path = Path("studies/feature_cache")  # pooled backbone features, shared by studies and workers
     from_trial: str | None = None  # STUDY:NUMBER, a finished finetune trial whose network the features tap
+    warm_start: tuple[str, ...] = ()  # earlier studies of the same space whose best configurations are queued first
     workers: int = 1  # worker processes this command starts on the study
     study_name: str | None = None
     sampler: str = "tpe"
     pruner: str = "median"
-    metric: str = "val_loss"
+    metric: str = DEFAULT_METRIC
     max_epochs: int = 12  # small sets converge in 5-10 epochs; early stopping ends most trials sooner
     patience: int = 3  # epochs without improvement before a trial stops on its own
     timeout: float | None = None
@@ -156,12 +157,14 @@ class StudySpec:
                 values[name] = Path(values[name])
         if values.get("classes") is not None:
             values["classes"] = tuple(values["classes"])
+        values["warm_start"] = tuple(values.get("warm_start", ()))
         return cls(**values)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready, password-free view for the study's attributes."""
         record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
         record["classes"] = list(self.classes) if self.classes else None
+        record["warm_start"] = list(self.warm_start)
         record["storage"] = mask_password(self.storage)
         record["study_name"] = self.name
         return record

@@ -15,6 +15,10 @@ from search.errors import UserError
 
 # The study's objective: what each trial reports every epoch and in which direction it is better.
 METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_loss": "minimize", "val_accuracy": "maximize"}
+# Accuracy by default: what users read and compare. A study that picks by loss passes over a trial
+# with higher accuracy whose label smoothing raised its plain loss, and ended below its own probe
+# (bench/RESULTS.md, "Choosing the best trial by accuracy"); ties go to the lower loss (better_epoch).
+DEFAULT_METRIC = "val_accuracy"
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -48,6 +52,18 @@ def better(candidate: float, incumbent: float, metric: str) -> bool:
     return candidate < incumbent if METRICS[metric] == "minimize" else candidate > incumbent
 
 
+def better_epoch(candidate: EpochMetrics, incumbent: EpochMetrics, metric: str) -> bool:
+    """Whether an epoch beats another by the study's metric; equal accuracy goes to the lower loss.
+
+    Accuracy on a few hundred images moves in steps of one image and plateaus while the loss still
+    falls: without the tie-break, early stopping would end a trial that is still improving.
+    """
+    ours, theirs = candidate.value(metric), incumbent.value(metric)
+    if metric == "val_accuracy" and ours == theirs:
+        return candidate.val_loss < incumbent.val_loss
+    return better(ours, theirs, metric)
+
+
 class Reporter(Protocol):
     """Told each epoch's metrics; answers True when the trial should stop (it was pruned)."""
 
@@ -69,7 +85,7 @@ class TrainSettings:
     patience: int  # epochs without improvement before early stopping
     device: torch.device
     seed: int
-    metric: str = "val_loss"
+    metric: str = DEFAULT_METRIC
     deadline: float | None = None  # time.monotonic() by which a trial ends at its best epoch so far (--time-budget)
 
     def out_of_time(self, epoch_seconds: float) -> bool:
@@ -115,11 +131,7 @@ class BestEpoch:
 
         `model` is a callable that snapshots the model, called only when the epoch is kept.
         """
-        if (
-            replace
-            or self.metrics is None
-            or better(metrics.value(self.metric), self.metrics.value(self.metric), self.metric)
-        ):
+        if replace or self.metrics is None or better_epoch(metrics, self.metrics, self.metric):
             self.metrics, self.probabilities, self.model, self.stale = metrics, probabilities, model(), 0
             return True
         self.stale += 1
