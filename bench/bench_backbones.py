@@ -66,9 +66,11 @@ def phases(folder: Path, name: str, started: datetime, ended: datetime) -> str:
     before, during, after = min(starts) - started, max(ends) - min(starts), ended - max(ends)
     spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
     trial_sum = sum((end - start).total_seconds() for start, end in spans if start and end)
+    training = sum(float(t.user_attrs.get("seconds", 0.0)) for t in study.trials)
     return (
         f"{before.total_seconds():.0f}s before the first trial, {during.total_seconds():.0f}s of trials "
-        f"({trial_sum:.0f}s summed), {after.total_seconds():.0f}s after"
+        f"({trial_sum:.0f}s summed: {training:.0f}s training, {trial_sum - training:.0f}s timing and bookkeeping), "
+        f"{after.total_seconds():.0f}s after"
     )
 
 

@@ -38,8 +38,9 @@ class Arm:
     winner: str
 
 
-def run_arm(name: str, folder: Path, data: str, cache: Path, *flags: str) -> Arm:
-    storage = f"sqlite:///{folder / name}.db"
+def run_arm(name: str, folder: Path, data: str, cache: Path, *flags: str, storage: str | None = None) -> Arm:
+    """One run_study.py command as a user runs it, in its own storage unless given one (studies that name each other)."""
+    storage = storage or f"sqlite:///{folder / name}.db"
     command = [sys.executable, str(ROOT / "run_study.py"), "--data", data, "--storage", storage, "--study-name", name]
     command += ["--artifact-dir", str(folder / f"{name}-artifacts"), "--cache-dir", str(cache), *flags]
     started = time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "tests" / "photos"  # real photos, see photos/README.md
 # 32 px images, two epochs, early stop after one stale epoch: a CLI study on the digits in seconds
 FAST = ["--image-size", "32", "--max-epochs", "2", "--patience", "1"]
 # Four of the ten digits (720 images): a finetune trial in half the time of all ten, and still real data.

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,18 @@ class _DeepestReached(Exception):
 
 
 @dataclass(frozen=True)
+class TokenLayout:
+    """Where a transformer's token maps keep their class/register tokens (search.models.backbones.Backbone)."""
+
+    prefix: int = 0  # tokens before the patches; 0: not a token map
+    class_token: bool = False  # the first of them is a class token
+
+    @classmethod
+    def of(cls, backbone: Any) -> TokenLayout:
+        return cls(backbone.prefix_tokens, backbone.class_token)
+
+
+@dataclass(frozen=True)
 class FeatureKey:
     """What the features of a layer depend on; a change in any of them means other features."""
 
@@ -47,9 +60,13 @@ class FeatureKey:
     items: int
     mean: tuple[float, ...]  # the pixel normalisation fed to the backbone: caches made under another are not reused
     std: tuple[float, ...]
+    tokens: TokenLayout = TokenLayout()  # how a transformer's tokens pool
 
     def record(self) -> dict[str, object]:
-        return key_record(asdict(self))
+        fields = asdict(self)
+        if self.tokens == TokenLayout():  # a CNN's key reads as it did before transformers pooled their own way
+            del fields["tokens"]
+        return key_record(fields)
 
     def folder_name(self) -> str:
         return folder_name(f"{self.backbone}-{self.image_size}px", self.record())
@@ -66,10 +83,12 @@ class FeatureExtractor:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         device: torch.device,
+        tokens: TokenLayout = TokenLayout(),
     ) -> None:
         self.model = model.to(device).eval()
         self.taps = taps
         self.mean, self.std = mean, std
+        self.tokens = tokens
         self.device = device
         self._traced: dict[tuple[str, ...], nn.Module] = {}  # tracing takes a third of a second: once per layer set
         # per batch size, one {layer: ms at which its output was ready} for each batch the extraction ran
@@ -165,14 +184,22 @@ class FeatureExtractor:
                 self._extraction_ready.setdefault(len(images), []).append(ready)
         else:
             outputs = self.tapped(layers)(x)
-        return {layer: pool(output).cpu().numpy() for layer, output in outputs.items()}
+        return {layer: pool(output, self.tokens).cpu().numpy() for layer, output in outputs.items()}
 
 
-def pool(output: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, 2, C] global average and max; a [B, C] vector (fc layers) is both."""
+def pool(output: torch.Tensor, tokens: TokenLayout = TokenLayout()) -> torch.Tensor:
+    """[B, C, H, W] -> [B, 2, C] global average and max; a [B, C] vector (fc layers) is both.
+
+    A transformer's token map [B, C, T, 1] pools to the mean patch token and the class token: what a
+    linear probe on a ViT reads (the class and register tokens are not patches to average).
+    """
     if output.dim() == 2:
         return torch.stack([output, output], dim=1).float()
     flat = output.float().flatten(2)
+    if tokens.prefix:
+        patches = flat[:, :, tokens.prefix :]
+        second = flat[:, :, 0] if tokens.class_token else patches.amax(2)
+        return torch.stack([patches.mean(2), second], dim=1)
     return torch.stack([flat.mean(2), flat.amax(2)], dim=1)
 
 

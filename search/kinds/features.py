@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from search.data.dataset import dataset_of, decoded_batches, warn_ignored
-from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey, pool
+from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey, TokenLayout, pool
 from search.data.sources import ImageSource
 from search.kinds.base import (
     InferenceParts,
@@ -75,17 +75,31 @@ class FeaturesModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), np.float32)
 
 
+class HookedTaps(nn.Module):
+    """{layer: output} of chosen taps from hooks on the network, stopping after the deepest: no tracing."""
+
+    def __init__(self, extractor: FeatureExtractor, layers: tuple[str, ...]) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.layers = layers
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.extractor.ready_times(images, self.layers)[1]
+
+
 class PooledLayers(nn.Module):
     """The chosen layers' pooled vectors side by side, laid out as `select_features` lays them: the pipeline's input."""
 
-    def __init__(self, tapped: nn.Module, config: FeaturesConfig) -> None:
+    def __init__(self, tapped: nn.Module, config: FeaturesConfig, tokens: TokenLayout) -> None:
         super().__init__()
         self.tapped = tapped
         self.choices = list(zip(config.layers, config.pooling, strict=True))
+        self.tokens = tokens
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs = self.tapped(images)
-        return torch.cat([pooled_columns(pool(outputs[layer]), pooling) for layer, pooling in self.choices], dim=1)
+        columns = [pooled_columns(pool(outputs[layer], self.tokens), pooling) for layer, pooling in self.choices]
+        return torch.cat(columns, dim=1)
 
 
 def prefix_modules(model: nn.Module, node: str) -> nn.Module:
@@ -130,6 +144,7 @@ def stream_features(source: ImageSource, extractor: FeatureExtractor, inputs: Ki
         len(source),
         extractor.mean,
         extractor.std,
+        extractor.tokens,
     )
     cache = FeatureCache(inputs.cache_dir, key, extractor)
     warn_ignored(source)
@@ -148,7 +163,12 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
     source = inputs.source
     if source is None:
         return FeatureExtractor(
-            backbone.tap_model(), backbone.taps, mean=backbone.mean, std=backbone.std, device=inputs.device
+            backbone.tap_model(),
+            backbone.taps,
+            mean=backbone.mean,
+            std=backbone.std,
+            device=inputs.device,
+            tokens=TokenLayout.of(backbone),
         )
     tap_model, taps = get_kind(source.kind).tap_model(
         source.config,
@@ -156,7 +176,8 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
         backbone,
         len(source.classes),  # the base it stood on (source_backbone)
     )
-    return FeatureExtractor(tap_model, taps, mean=source.mean, std=source.std, device=inputs.device)
+    tokens = TokenLayout.of(backbone)  # a fine-tuned source's stages are its base's
+    return FeatureExtractor(tap_model, taps, mean=source.mean, std=source.std, device=inputs.device, tokens=tokens)
 
 
 @register_kind
@@ -235,7 +256,9 @@ class FeaturesKind(StudyKind):
         if record["taps"] != taps:
             raise ValueError("the bundle's layer taps do not match this backbone")
         mean, std = tuple(record["mean"]), tuple(record["std"])
-        extractor = FeatureExtractor(tap_model, taps, mean=mean, std=std, device=device)
+        extractor = FeatureExtractor(
+            tap_model, taps, mean=mean, std=std, device=device, tokens=TokenLayout.of(backbone)
+        )
         pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE, remedy="export it again")
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])
@@ -246,15 +269,16 @@ class FeaturesKind(StudyKind):
     def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
         """The taps up to the trial's deepest layer, then its pipeline.
 
-        The taps' time comes from the tap timer's one pass, so the trunk only has to produce the
-        pipeline's input: the graph traced for the extraction does, and no trial traces its own
-        (a second each). The size counted is that of the layers up to the deepest tap.
+        The taps' time comes from the tap timer's one pass (or the extraction's), so the trunk only
+        has to produce the pipeline's input. The size counted is that of the layers up to the deepest tap.
         """
         extractor = prepared.shared.extractor
         deepest = max(config.layers, key=extractor.layers.index)
         tap_times = tap_timer(extractor)
         prefix = extractor.layers[: extractor.layers.index(deepest) + 1]
-        trunk = PooledLayers(extractor.tapped(extractor.layers if tap_times is not None else prefix), config)
+        # hooked taps need no tracing (seconds a backbone); a traced graph only where hooks cannot reach
+        tapped = HookedTaps(extractor, config.layers) if tap_times is not None else extractor.tapped(prefix)
+        trunk = PooledLayers(tapped, config, extractor.tokens)
         parameters, size = network_size(prefix_modules(extractor.model, extractor.taps[deepest]))
         return InferenceParts(
             trunk,
@@ -269,7 +293,7 @@ class FeaturesKind(StudyKind):
     def onnx_graph(self, model: Any) -> Any:
         """Taps, pooling and selection (exported from torch) chained into the pipeline (exported by skl2onnx)."""
         extractor = model.extractor
-        layers = PooledLayers(extractor.tapped(model.config.layers), model.config)
+        layers = PooledLayers(extractor.tapped(model.config.layers), model.config, extractor.tokens)
         features = module_to_onnx(FromPixels(layers, extractor.mean, extractor.std), model.image_size, output=FEATURES)
         width = int(model.pipeline.n_features_in_)
         pipeline = pipeline_to_onnx(model.pipeline, width, input_name=FEATURES, opset=OPSET)

@@ -47,6 +47,10 @@ class Backbone:
     # (torchvision feature-extraction names). Default: every stage's output.
     taps: dict[str, str] = field(default_factory=dict)
     tail: nn.Sequential | None = None  # modules after the last stage that some taps need (VGG's fc1, fc2)
+    # A transformer's token maps ([N, C, T, 1]) start with this many class/register tokens, the class token
+    # first when `class_token`: its taps pool to the mean patch token and the class token (0: a CNN's maps)
+    prefix_tokens: int = 0
+    class_token: bool = False
 
     def __post_init__(self) -> None:
         if not self.taps:

@@ -262,4 +262,6 @@ def timm_backbone(name: str, pretrained: str, weights_file: Path | None) -> Back
         mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
         native_image_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        prefix_tokens=int(getattr(model, "num_prefix_tokens", 0)) if _is_transformer(model) else 0,
+        class_token=_is_transformer(model) and getattr(model, "cls_token", None) is not None,
     )

@@ -21,6 +21,8 @@ from safetensors.torch import save_file
 from search.cli.results import main as results_main
 from search.cli.run import main as run_main
 from search.data.decode import decode_image_file
+from search.data.feature_cache import FeatureExtractor, TokenLayout
+from search.data.pixels import normalize_pixels
 from search.errors import UserError
 from search.models.backbones import create_backbone
 from search.results.bundles import load_bundle
@@ -30,9 +32,7 @@ from search.results.reading import artifact_store_for
 from search.study.checkpoints import CHECKPOINT_ATTR
 from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
-from tests.helpers import ROOT
-
-PHOTOS = Path(__file__).parent / "photos"
+from tests.helpers import PHOTOS, ROOT
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,34 @@ def test_a_timm_cnn_is_a_backbone_of_its_feature_levels(name: str, cuts: tuple[s
     assert backbone.mean == tuple(cfg["mean"]) and backbone.std == tuple(cfg["std"])
     assert backbone.native_image_size == cfg["input_size"][-1] == 160
     assert backbone.channels_at(cuts[-1]) == backbone.stage_shapes[-1][1]
+
+
+def test_a_vits_taps_are_its_mean_patch_token_and_its_class_token() -> None:
+    """What a linear probe on a ViT reads; a CNN's taps stay the average and max pools of its maps."""
+    backbone = create_backbone("test_vit", pretrained="none")
+    assert backbone.prefix_tokens >= 1 and backbone.class_token
+    extractor = FeatureExtractor(
+        backbone.tap_model(),
+        backbone.taps,
+        mean=backbone.mean,
+        std=backbone.std,
+        device=torch.device("cpu"),
+        tokens=TokenLayout.of(backbone),
+    )
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    pooled = torch.from_numpy(extractor(images, extractor.layers)[extractor.layers[-1]])
+    tokens = backbone_tokens(backbone, normalize_pixels(images, backbone.mean, backbone.std))
+    assert torch.allclose(pooled[:, 1], tokens[:, 0], atol=1e-5), "the class token"
+    assert torch.allclose(pooled[:, 0], tokens[:, backbone.prefix_tokens :].mean(1), atol=1e-5), "the mean patch"
+    assert create_backbone("test_convnext", pretrained="none").prefix_tokens == 0
+
+
+def backbone_tokens(backbone: Any, x: torch.Tensor) -> torch.Tensor:
+    """The last stage's tokens [B, T, C], run through the stages by hand."""
+    with torch.no_grad():
+        for stage in backbone.stages.values():
+            x = stage(x)
+    return x.squeeze(-1).transpose(1, 2)
 
 
 def test_a_family_without_an_adapter_is_refused_in_one_line() -> None:

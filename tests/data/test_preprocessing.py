@@ -26,8 +26,8 @@ from search.models.backbones import (
     read_state_dict,
 )
 from search.study.record import RESOLVED_ATTR, Resolved
+from tests.helpers import PHOTOS
 
-PHOTOS = Path(__file__).parent / "photos"
 IMAGENET_DAISY = 985  # ImageNet-1k class index of "daisy"
 
 

@@ -3,7 +3,7 @@
 The whole study is counted (N to N + workers - 1 finished trials), a worker killed with SIGKILL
 mid-trial loses nothing (its trial is failed and run again with the same parameters), and Ctrl-C
 stops every worker without leaving a RUNNING trial. Resuming is the same code as with one worker
-(tests/test_cli.py); tests/test_postgres.py resumes after Ctrl-C on PostgreSQL.
+(tests/cli/test_cli.py); tests/study/test_postgres.py resumes after Ctrl-C on PostgreSQL.
 """
 
 from __future__ import annotations

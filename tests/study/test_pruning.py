@@ -16,7 +16,7 @@ from search.study.objective import Resources, TrialReporter, make_objective
 from search.study.runner import STARTUP_TRIALS, WARMUP_EPOCHS, make_pruner
 from search.training.core import METRICS, EpochMetrics, TrainSettings
 from spaces import get_space
-from tests.test_finetune_space import CTX
+from tests.spaces.test_finetune_space import CTX
 
 FIRST_PRUNABLE_EPOCH = WARMUP_EPOCHS  # epochs count from 1; Optuna judges steps from n_warmup_steps on
 

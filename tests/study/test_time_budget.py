@@ -10,8 +10,8 @@ import pytest
 
 from search.cli.run import main
 from search.study.record import STAGE_COSTS_ATTR
+from tests.cli.test_cli import STUDY, load, run_cli
 from tests.helpers import FAST, FEW_DIGITS
-from tests.test_cli import STUDY, load, run_cli
 
 BUDGET = 40  # seconds: the command's start-up (about 8 s of imports) and a few trials of four digits at 32 px
 

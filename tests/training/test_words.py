@@ -6,7 +6,7 @@ import dataclasses
 
 from search.training.configs import FeaturesConfig, ScratchConfig
 from search.training.words import in_words, method
-from tests.test_kinds import FEATURES, FINETUNE
+from tests.kinds.test_kinds import FEATURES, FINETUNE
 
 
 def test_a_finetune_trial_reads_as_its_method_and_only_the_settings_that_apply() -> None:

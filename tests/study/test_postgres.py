@@ -205,7 +205,7 @@ def test_without_a_server_ci_fails_instead_of_skipping(tmp_path: Path) -> None:
     script.write_text(f"def test_probe():\n    {code}\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         capture_output=True,
         text=True,

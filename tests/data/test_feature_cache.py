@@ -18,7 +18,7 @@ from search.data.sources import ImageSource, open_source
 from search.models.backbones import Backbone
 from tests.conftest import write_image_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 

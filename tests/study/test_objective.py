@@ -18,7 +18,7 @@ from search.study.objective import Resources, make_objective
 from search.study.trial_facts import FAIL_REASON
 from search.training.core import TrainSettings
 from spaces import get_space
-from tests.test_finetune_space import CTX
+from tests.spaces.test_finetune_space import CTX
 
 
 class InterruptedWhileSaving(FileSystemArtifactStore):

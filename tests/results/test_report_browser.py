@@ -12,8 +12,8 @@ import pytest
 
 from search.cli.results import main
 from search.study.record import TEST_ATTR
+from tests.results.test_dashboard_browser import CHROMIUM, chromium
 from tests.results_study import FinishedStudy, finished_study, png_ok
-from tests.test_dashboard_browser import CHROMIUM, chromium
 
 # A user's machine without it skips; CI installs it (.ci/run), so there a missing browser is a failure.
 pytestmark = pytest.mark.skipif(

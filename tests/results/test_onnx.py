@@ -23,11 +23,10 @@ from search.results.predict import image_files, predict_files, tab_lines
 from search.results.reading import artifact_store_for, best_trial
 from search.study.runner import prepare, run
 from search.study.trained import load_trial_model
-from tests.helpers import ROOT
+from tests.helpers import PHOTOS, ROOT
 from tests.results_study import FLOWERS, finished_study, flowers_features_spec, run_search
 from tests.results_study import FLOWERS_STUDY as STUDY
 
-PHOTOS = Path(__file__).parent / "photos"
 REAL_PHOTOS = image_files([PHOTOS])  # flowers and daisies: 70 real photos
 TOP1_AGREEMENT = 0.99  # what the issue asks of ONNX against PyTorch
 PROBABILITY_TOLERANCE = 1e-3

@@ -22,7 +22,7 @@ from search.training.core import EpochMetrics, Status, TrainSettings
 from search.training.features import rf_stages, train_features
 from spaces import get_space
 from tests.conftest import write_image_folder
-from tests.test_finetune_space import CTX
+from tests.spaces.test_finetune_space import CTX
 
 FEATURES_CTX = dataclasses.replace(CTX, feature_layers=("stem", "block3", "block5", "conv_head"), train_size=1257)
 LAYERS_ON = {"feat_use_stem": False, "feat_use_block3": True, "feat_use_block5": True, "feat_use_conv_head": False}
