@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.results.compare import wall_time
-from search.results.sections import Report, data_record, metric_name, num
+from search.results.sections import Report, data_record, num
 from search.results.text import format_pairs, markdown_table, percent
 from search.study.record import completed_trials, feasible
 from search.study.spec import StudySpec
@@ -131,12 +131,12 @@ def section_methods(report: Report, study: optuna.Study) -> None:
                 len(trials),
                 f"#{trials[0].number}",
                 percent(best.val_accuracy),
-                num(trials[0].value),
+                num(best.val_loss),
                 f"{statistics.median(seconds):.1f}",
                 latency,
             )
         )
-    header = ("method", "complete trials", "best", "val acc", metric_name(report), "median s a trial", "ms/image")
+    header = ("method", "complete trials", "best", "val acc", "val loss", "median s a trial", "ms/image")
     report.add(*markdown_table(header, rows))
 
 

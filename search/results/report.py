@@ -48,7 +48,6 @@ PARALLEL_PARAMS = 8  # the most important ones; more lines make the plot unreada
 
 
 def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -> None:
-    metric = metric_name(report)
     report.add("## Top trials", "")
     rows = []
     for rank, trial in enumerate(done[:TOP_TRIALS], start=1):
@@ -57,15 +56,15 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
             (
                 rank,
                 trial.number,
-                num(trial.value),
                 percent(facts.val_accuracy),
+                num(facts.val_loss),
                 facts.epochs_run if facts.epochs_run is not None else "-",
                 f"{facts.seconds:.1f}" if facts.seconds is not None else "-",
                 f"{facts.latency_ms_b1:.1f}" if facts.latency_ms_b1 is not None else "-",
                 trial_words(report, trial) + ("" if feasible(trial) else " (infeasible: over a deployment constraint)"),
             )
         )
-    header = ("rank", "trial", metric, "val acc", "epochs", "seconds", "ms/image", "configuration")
+    header = ("rank", "trial", "val acc", "val loss", "epochs", "seconds", "ms/image", "configuration")
     report.add(*markdown_table(header, rows))
 
 

@@ -113,6 +113,8 @@ def warm_start_trials(
             dropped |= {key.partition("@")[0] for key in trial.params} - {key.partition("@")[0] for key in params}
             if params and params not in queued:
                 queued.append(params)
+    if sources:
+        log.info("--warm-start %s: %d configurations queued after the first trials", " ".join(sources), len(queued))
     if dropped:
         log.info("--warm-start: %s do not apply here; the sampler draws them", ", ".join(sorted(dropped)))
     return queued

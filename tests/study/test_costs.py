@@ -96,12 +96,13 @@ def test_one_timed_pass_gives_every_tap_its_time() -> None:
         return dict(timer(images))
 
     meter = CostMeter(32, CPU)
+    figures = {}
     for deepest in ("block2", "conv_head", "stem"):
         head_input = nn.AdaptiveAvgPool2d(1)  # only feeds the head: the taps' time comes from the timed passes
-        figures = meter.measure(InferenceParts(head_input, deepest, lambda x: x, 0, 0, tap_times=counted))
-        assert figures["latency_ms_b1"] > 0
+        figures[deepest] = meter.measure(InferenceParts(head_input, deepest, lambda x: x, 0, 0, tap_times=counted))
+        assert figures[deepest][LATENCY_MS_B1] > 0
     assert sorted(set(passes)) == [1, 64] and len(passes) == 1 + 10 + 3  # a warm-up, then the repeats, once
-    assert meter._trunk_ms[("stem", 64)] < meter._trunk_ms[("conv_head", 64)]
+    assert figures["stem"][LATENCY_MS_B64] < figures["conv_head"][LATENCY_MS_B64], "each trial its own tap's time"
 
 
 def test_the_extraction_pass_times_the_taps_so_trials_do_not_time_them_again(tmp_path: Path) -> None:
