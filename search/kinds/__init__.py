@@ -1,24 +1,42 @@
 """Study kinds as plug-ins: one module per kind, registered by name; see search.kinds.base.
 
 Adding a kind is one module that subclasses StudyKind, decorated with `register_kind`, imported here.
+What a kind can do beyond the core (stand on another trial's network, give its own network to
+another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork).
 """
 
 from search.kinds import features as features
 from search.kinds import finetune as finetune
 from search.kinds import scratch as scratch
-from search.kinds.base import KindInputs, ModelInputs, Part, Prepared, SourceTrial, StudyKind, TrainedModel
+from search.kinds.base import (
+    GivesNetwork,
+    KindInputs,
+    ModelInputs,
+    Part,
+    Prepared,
+    SourceTrial,
+    StudyKind,
+    TakesSource,
+    TrainedModel,
+    giving_network,
+    taking_source,
+)
 from search.kinds.registry import get_kind, kind_names, kind_of_config, register_kind
 
 __all__ = [
+    "GivesNetwork",
     "KindInputs",
     "ModelInputs",
     "Part",
     "Prepared",
     "SourceTrial",
     "StudyKind",
+    "TakesSource",
     "TrainedModel",
     "get_kind",
+    "giving_network",
     "kind_names",
     "kind_of_config",
     "register_kind",
+    "taking_source",
 ]

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -126,7 +126,6 @@ class StudyKind(ABC):
     name: ClassVar[str]
     config_type: ClassVar[type]
     checkpoint_file: ClassVar[str]  # the file name of a trial's kept model in the artifact store
-    accepts_source: ClassVar[bool] = False  # whether --from-trial may feed it another trial's network
     main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
     # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
     stands_on_backbone: ClassVar[bool] = True
@@ -210,18 +209,28 @@ class StudyKind(ABC):
         """The study backbone's stages timed on this data, for kinds whose trials train them; None for the rest."""
         return None
 
-    def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
-        """What a study of this kind stands on when --from-trial names `source`; `base` is its own backbone.
 
-        Features studies keep theirs and tap the source's network; finetune studies train on the source's stages.
-        """
-        return base
+# Capabilities a kind has or lacks, asked for by what it can do rather than by a flag or its name.
+
+
+@runtime_checkable
+class TakesSource(Protocol):
+    """A kind that stands on another trial's network (--from-trial): finetune trains on its stages, features taps it."""
+
+    def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
+        """What a study of this kind stands on when --from-trial names `source`; `base` is its own backbone."""
+        ...
+
+
+@runtime_checkable
+class GivesNetwork(Protocol):
+    """A kind whose trials train a network another study may stand on (finetune, scratch; not features)."""
 
     def tap_model(
         self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[nn.Sequential, dict[str, str]]:
         """A trial's trained network as layers to tap (checkpoint None: its shape only, for loading a bundle)."""
-        raise UserError(self._no_network())
+        ...
 
     def trained_stages(
         self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
@@ -230,7 +239,20 @@ class StudyKind(ABC):
 
         `backbone` is the one the trial stood on, for kinds that train on one.
         """
-        raise UserError(self._no_network())
+        ...
 
-    def _no_network(self) -> str:
-        return f"a {self.name} trial has no network to reuse; --from-trial needs a finetune or scratch trial"
+
+def taking_source(kind: StudyKind) -> TakesSource:
+    """The kind as one that stands on another trial's network; a one-line error for the others."""
+    if not isinstance(kind, TakesSource):
+        raise UserError(
+            f"--from-trial is not for {kind.name} studies; it transfers a trained network to --space finetune or features"
+        )
+    return kind
+
+
+def giving_network(kind: StudyKind) -> GivesNetwork:
+    """The kind as one whose trials trained a network to reuse; a one-line error for the others."""
+    if not isinstance(kind, GivesNetwork):
+        raise UserError(f"a {kind.name} trial has no network to reuse; --from-trial needs a finetune or scratch trial")
+    return kind

@@ -23,6 +23,7 @@ from search.kinds.base import (
     Prepared,
     SourceTrial,
     StudyKind,
+    giving_network,
     network_size,
 )
 from search.kinds.registry import get_kind, register_kind
@@ -170,7 +171,7 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
             device=inputs.device,
             tokens=TokenLayout.of(backbone),
         )
-    tap_model, taps = get_kind(source.kind).tap_model(
+    tap_model, taps = giving_network(get_kind(source.kind)).tap_model(
         source.config,
         source.checkpoint,
         backbone,
@@ -187,7 +188,6 @@ class FeaturesKind(StudyKind):
     name = "features"
     config_type = FeaturesConfig
     checkpoint_file = f"features_pipeline{SKOPS_SUFFIX}"  # the fitted pipeline; never a pickle
-    accepts_source = True
     main_choices = ("backbone", "classifier", "feat_pca")
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
@@ -249,7 +249,9 @@ class FeaturesKind(StudyKind):
         source_kind, source_classes = record.get("source_kind"), record.get("source_classes")
         if source_config:
             assert source_kind is not None and source_classes is not None, "write_bundle records the source's kind"
-            tap_model, taps = get_kind(source_kind).tap_model(source_config, None, backbone, source_classes)
+            tap_model, taps = giving_network(get_kind(source_kind)).tap_model(
+                source_config, None, backbone, source_classes
+            )
         else:
             tap_model, taps = backbone.tap_model(), backbone.taps
         tap_model.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))

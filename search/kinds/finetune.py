@@ -153,7 +153,6 @@ class FinetuneKind(NetworkKind):
     name = "finetune"
     config_type = FinetuneConfig
     checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
-    accepts_source = True  # trains on another trial's network: --from-trial
     main_choices = ("backbone", "unfreeze_blocks", "augment", "cut", "optimizer")
 
     def network_parts(

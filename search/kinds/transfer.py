@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from search.kinds.base import SourceTrial
+from search.kinds.base import SourceTrial, giving_network
 from search.kinds.registry import get_kind
 from search.models.backbones import Backbone, create_backbone, freeze
 
@@ -35,7 +35,7 @@ def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> B
     kind = get_kind(source.kind)
     if kind.stands_on_backbone and base is None:
         base = source_base(source)
-    stages, cut_points = kind.trained_stages(
+    stages, cut_points = giving_network(kind).trained_stages(
         source.config, source.checkpoint, base if kind.stands_on_backbone else None, len(source.classes)
     )
     backbone = Backbone(

@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.data.sizing import typical_size
 from search.data.sources import ImageSource, open_source
 from search.errors import UserError
-from search.kinds import SourceTrial, StudyKind, get_kind
+from search.kinds import SourceTrial, StudyKind, get_kind, taking_source
 from search.models.backbones import Backbone
 from search.models.zoo import ZOO, available, zoo_names
 from search.study.artifacts import open_artifact_store
@@ -62,7 +62,7 @@ def open_spec(spec: StudySpec) -> Opened:
         backbones = _zoo(spec, kind, device, stored)
     tapped = _source_trial(spec, kind, backbones[0], storage, store)
     if tapped is not None:
-        backbones = (kind.source_backbone(tapped, backbones[0]),)
+        backbones = (taking_source(kind).source_backbone(tapped, backbones[0]),)
     return Opened(space, kind, device, source, backbones, storage, store, stored, tapped)
 
 
@@ -91,10 +91,7 @@ def _source_trial(
     """The trial named by --from-trial; a fine-tuned one must have stood on this study's backbone flags."""
     if spec.from_trial is None:
         return None
-    if not kind.accepts_source:
-        raise UserError(
-            f"--from-trial is not for {kind.name} studies; it transfers a trained network to --space finetune or features"
-        )
+    taking_source(kind)  # a one-line error before the source is read
     source = read_source_trial(spec.from_trial, storage, store)
     if not get_kind(source.kind).stands_on_backbone:
         return source  # a scratch network is its own backbone

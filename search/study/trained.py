@@ -9,7 +9,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from search.errors import UserError
-from search.kinds import ModelInputs, StudyKind, TrainedModel
+from search.kinds import ModelInputs, StudyKind, TrainedModel, taking_source
 from search.models.backbones import Backbone
 from search.study.checkpoints import load_checkpoint
 from search.study.record import StudyRecord, read_source_trial, record_of, storage_of
@@ -40,7 +40,7 @@ def load_trial_model(
     source = read_source_trial(named, storage_of(study), store) if named else None
     backbone = recorded_backbone(record, kind, record.backbone_of(trial))
     inputs = ModelInputs(
-        backbone=kind.source_backbone(source, backbone) if source else backbone,
+        backbone=taking_source(kind).source_backbone(source, backbone) if source else backbone,
         class_names=record.data.classes,
         image_size=record.resolved.image_size,
         device=device,

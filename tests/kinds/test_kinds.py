@@ -17,7 +17,18 @@ from search.data.feature_cache import FeatureExtractor
 from search.data.pixels import normalize_pixels
 from search.data.sources import TEST, TRAIN, VAL
 from search.errors import UserError
-from search.kinds import ModelInputs, SourceTrial, TrainedModel, get_kind, kind_names, kind_of_config
+from search.kinds import (
+    GivesNetwork,
+    ModelInputs,
+    SourceTrial,
+    TakesSource,
+    TrainedModel,
+    get_kind,
+    giving_network,
+    kind_names,
+    kind_of_config,
+    taking_source,
+)
 from search.kinds.features import FeaturesKind, FeaturesModel
 from search.kinds.finetune import FinetuneKind, FinetuneModel
 from search.kinds.registry import register_kind
@@ -237,7 +248,7 @@ def test_features_of_a_finetune_trial_tap_its_network_and_survive_a_bundle(
     tmp_path: Path, backbone: Backbone, small_digits: Dataset, tuned: TrialResult
 ) -> None:
     source = source_trial(small_digits, backbone, tuned)
-    tap_model, taps = get_kind("finetune").tap_model(
+    tap_model, taps = giving_network(get_kind("finetune")).tap_model(
         source.config, source.checkpoint, backbone, small_digits.num_classes
     )
     extractor = FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=CPU)
@@ -258,16 +269,26 @@ def test_features_of_a_finetune_trial_tap_its_network_and_survive_a_bundle(
 # --- tap models, descriptions, input sizes ---
 
 
-def test_a_features_trial_has_no_network_to_tap(tuned: TrialResult, backbone: Backbone) -> None:
+def test_a_kinds_capabilities_are_what_it_can_do() -> None:
+    """Asked by protocol, never by name: who may stand on a trial's network, whose trials give one."""
+    finetune, features, scratch = get_kind("finetune"), get_kind("features"), get_kind("scratch")
+    assert isinstance(finetune, TakesSource) and isinstance(features, TakesSource)
+    assert not isinstance(scratch, TakesSource)
+    assert isinstance(finetune, GivesNetwork) and isinstance(scratch, GivesNetwork)
+    assert not isinstance(features, GivesNetwork)
     with pytest.raises(UserError, match="needs a finetune or scratch trial"):
-        get_kind("features").tap_model(dataclasses.asdict(FEATURES), tuned.model, backbone, 10)
+        giving_network(features)
+    with pytest.raises(UserError, match="--from-trial is not for scratch studies"):
+        taking_source(scratch)
 
 
 def test_a_finetune_tap_model_is_its_stages_then_its_head(
     tuned: TrialResult, backbone: Backbone, small_digits: Dataset
 ) -> None:
     config = dataclasses.asdict(FINETUNE)
-    model, taps = get_kind("finetune").tap_model(config, tuned.model, backbone, small_digits.num_classes)
+    model, taps = giving_network(get_kind("finetune")).tap_model(
+        config, tuned.model, backbone, small_digits.num_classes
+    )
     cut = backbone.stage_names.index(FINETUNE.cut) + 1
     assert list(taps) == [*backbone.stage_names[:cut], "head"]
     assert all(node in dict(model.named_children()) for node in taps.values())
@@ -275,7 +296,7 @@ def test_a_finetune_tap_model_is_its_stages_then_its_head(
     x = normalize_pixels(small_digits.images[:3], backbone.mean, backbone.std)
     assert model(x).shape == (3, FINETUNE.head_width)  # the last hidden layer, not the 10 class scores
 
-    shape_only, _ = get_kind("finetune").tap_model(config, None, backbone, small_digits.num_classes)
+    shape_only, _ = giving_network(get_kind("finetune")).tap_model(config, None, backbone, small_digits.num_classes)
     trained, untrained = model.state_dict(), shape_only.state_dict()
     assert {k: v.shape for k, v in trained.items()} == {k: v.shape for k, v in untrained.items()}
     assert not torch.equal(trained["head.3.weight"], untrained["head.3.weight"])  # the checkpoint's hidden Linear
