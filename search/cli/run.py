@@ -172,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Every StudySpec field has a flag of the same name; a scratch study's default name names no backbone."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)}
-    spec = StudySpec(**values | {"warm_start": tuple(values["warm_start"])})
+    spec = StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
     if spec.study_name is None and not get_kind(get_space(spec.space).kind).stands_on_backbone:
         return dataclasses.replace(spec, study_name=spec.default_study_name(with_backbone=False))
     return spec

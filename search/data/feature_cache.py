@@ -93,17 +93,18 @@ class FeatureExtractor:
         self._traced: dict[tuple[str, ...], nn.Module] = {}  # tracing takes a third of a second: once per layer set
         # per batch size, one {layer: ms at which its output was ready} for each batch the extraction ran
         self._extraction_ready: dict[int, list[dict[str, float]]] = {}
+        self._tap_modules = self._modules_of(taps)
 
-    def _tap_modules(self) -> dict[str, nn.Module] | None:
+    def _modules_of(self, taps: dict[str, str]) -> dict[str, nn.Module] | None:
         """Each tap's module, or None when a tap is not a module's output (nothing to hook)."""
         try:
-            return {layer: self.model.get_submodule(node) for layer, node in self.taps.items()}
+            return {layer: self.model.get_submodule(node) for layer, node in taps.items()}
         except AttributeError:
             return None
 
     @property
     def hookable(self) -> bool:
-        return self._tap_modules() is not None
+        return self._tap_modules is not None
 
     @torch.no_grad()
     def ready_times(
@@ -114,7 +115,7 @@ class FeatureExtractor:
 
         A timed pass is the extraction itself, so a study's latency figures cost no extra pass over its taps.
         """
-        modules = self._tap_modules()
+        modules = self._tap_modules
         assert modules is not None, "ready_times needs hookable taps"
         wanted = layers or self.layers
         deepest = max(wanted, key=self.layers.index)

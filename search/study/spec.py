@@ -72,6 +72,7 @@ class StudySpec:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "warm_start", tuple(self.warm_start))  # argparse and a stored record give lists
         problems = []
         if self.trials < 1:
             problems.append("--trials must be at least 1")
@@ -157,7 +158,6 @@ class StudySpec:
                 values[name] = Path(values[name])
         if values.get("classes") is not None:
             values["classes"] = tuple(values["classes"])
-        values["warm_start"] = tuple(values.get("warm_start", ()))
         return cls(**values)
 
     def to_record(self) -> dict[str, Any]:
