@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 from bench_defaults import run_arm
 
-from search.study.record import best_completed, completed_trials, feasible
-from search.study.trial_facts import TrialFacts
+from search.study.record import best_completed, completed_trials
+from search.study.trial_facts import TrialFacts, feasible
 
 
 def best_costs(folder: Path, name: str) -> tuple[TrialFacts, int, int]:

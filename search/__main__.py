@@ -1,4 +1,4 @@
-"""`python -m search report | dashboard | export | predict`: see search.cli.results."""
+"""`python -m search report | dashboard | export | ensemble | predict`: see search.cli.results."""
 
 from search.cli.exit import exit_promptly
 from search.cli.results import main

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from search.kinds import StudyKind
 from search.results.text import format_pairs
-from search.study.record import best_completed, completed_trials, feasible, finished_count, stored_test
+from search.study.record import best_completed, completed_trials, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
-from search.study.trial_facts import TrialFacts
+from search.study.trial_facts import TrialFacts, feasible
 from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words
 

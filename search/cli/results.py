@@ -1,4 +1,4 @@
-"""`python -m search report | dashboard | export | predict`: see and use a study's results.
+"""`python -m search report | dashboard | export | ensemble | predict`: see and use a study's results.
 
 Each command reads what `run_study.py` wrote and creates no study; bad input is one line on
 stderr and exit code 2, like `run_study.py`.
@@ -20,6 +20,7 @@ from search.allocator import keep_freed_memory
 from search.cli.console import configure_logging
 from search.errors import UserError
 from search.results.dashboard import DEFAULT_PORT
+from search.results.ensemble import DEFAULT_SIZE
 from search.results.predict import add_arguments as add_predict_arguments
 from search.results.reading import DEFAULT_ARTIFACT_DIR, DEFAULT_STORAGE
 from search.study.spec import DEVICES_HELP
@@ -63,10 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle: PyTorch weights (+ skops pipeline) for this package; onnx: one graph for onnxruntime",
     )
 
-    predict = command("predict", "class and probability per image, from a folder written by export")
+    ensemble = command("ensemble", "a greedy ensemble of the study's best trials, scored once on the test split")
+    ensemble.add_argument("--study-name", required=True)
+    ensemble.add_argument("--size", type=int, default=DEFAULT_SIZE, help="at most this many distinct trials")
+    ensemble.add_argument("--out", type=Path, default=None, help="a new folder to export the ensemble to")
+    ensemble.add_argument(
+        "--format", choices=("bundle", "onnx"), default="bundle", help="with --out: as export --format writes it"
+    )
+
+    predict = command("predict", "class and probability per image, from a folder written by export or ensemble")
     add_predict_arguments(predict)
 
-    for sub in (report, dashboard, export):
+    for sub in (report, dashboard, export, ensemble):
         default = DEFAULT_ARTIFACT_DIR if sub is dashboard else None
         sub.add_argument(
             "--artifact-dir",
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             help="the trials' artifact folder" + ("" if default else " (default: the one the study was run with)"),
         )
-    for sub in (report, export, predict):
+    for sub in (report, export, ensemble, predict):
         sub.add_argument("--device", default="auto", help=DEVICES_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log Optuna's own messages too")
     return parser
@@ -133,6 +142,32 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _ensemble(args: argparse.Namespace, console: Console) -> int:
+    from search.results.bundles import save_bundle, save_onnx_bundle
+    from search.results.ensemble import build_ensemble
+    from search.results.export import check_new_folder
+    from search.results.reading import artifact_store_for, best_trial, load_existing_study
+    from search.training.core import resolve_device
+
+    study = load_existing_study(args.storage, args.study_name)
+    best_trial(study)  # no completed trial: say so before anything else
+    if args.out is not None:
+        check_new_folder(args.out)
+    store = artifact_store_for(study, args.artifact_dir)
+    model, summary = build_ensemble(study, store, size=args.size, device=resolve_device(args.device))
+    if args.out is not None:
+        (save_onnx_bundle if args.format == "onnx" else save_bundle)(model, args.out)
+        console.print(
+            f"exported the ensemble to {args.out}; try: python -m search predict --model {args.out} IMAGES...",
+            highlight=False,
+            soft_wrap=True,
+        )
+    weights = ", ".join(f"#{t} x{w:.2f}" for t, w in zip(summary.trials, summary.weights, strict=True))
+    console.print(f"members (trial x weight): {weights}", highlight=False, soft_wrap=True)
+    console.print(summary.line(), highlight=False, soft_wrap=True)
+    return 0
+
+
 def _predict(args: argparse.Namespace, console: Console) -> int:
     from search.results.predict import image_files, load_model, predict_files, write_predictions
 
@@ -141,7 +176,7 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "predict": _predict}
+COMMANDS = {"report": _report, "dashboard": _dashboard, "export": _export, "ensemble": _ensemble, "predict": _predict}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,9 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 from search.results.compare import wall_time
 from search.results.sections import Report, data_record, num
 from search.results.text import format_pairs, markdown_table, percent
-from search.study.record import completed_trials, feasible
+from search.study.record import completed_trials
 from search.study.spec import StudySpec
-from search.study.trial_facts import TrialFacts
+from search.study.trial_facts import TrialFacts, feasible
 from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words, method
 

@@ -2,7 +2,8 @@
 
 A bundle holds `bundle.json` (format, kind, class names, image size, preprocessing and what the
 kind records) beside the files the model's kind writes (network weights; a features model's
-fitted scikit-learn pipeline too).
+fitted scikit-learn pipeline too). An ensemble's bundle holds one member bundle per subfolder and
+their weights.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from search.errors import UserError
 from search.kinds import TrainedModel, get_kind
+from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel, ensemble_onnx_graph
 from search.results.onnx_bundle import BUNDLE_FILE, ONNX_FILE, onnx_record
 
 BUNDLE_FORMAT = "transfer-search-model/1"
@@ -22,7 +24,8 @@ CPU = torch.device("cpu")
 
 
 def save_bundle(model: TrainedModel, out: Path) -> None:
-    """Write a self-contained folder: the kind's files, then bundle.json describing them."""
+    """Write a self-contained folder: the kind's files (an ensemble's: one member bundle per subfolder), then
+    bundle.json describing them."""
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -31,17 +34,37 @@ def save_bundle(model: TrainedModel, out: Path) -> None:
         "image_size": model.image_size,
         "preprocessing": "RGB, EXIF-upright, shorter side to image_size, centre crop, /255, (x - mean) / std",
     }
-    record |= get_kind(model.kind).write_bundle(model, out)
+    if isinstance(model, EnsembleModel):
+        members = []
+        for member, weight, trial in zip(model.members, model.weights, model.trials, strict=True):
+            folder = f"member-trial-{trial}"
+            save_bundle(member, out / folder)
+            members.append({"folder": folder, "weight": weight, "trial": trial})
+        record["members"] = members
+    else:
+        record |= get_kind(model.kind).write_bundle(model, out)
     (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
 
 
 def save_onnx_bundle(model: TrainedModel, out: Path) -> None:
     """Write the whole model as one ONNX graph (its kind builds it) and bundle.json describing its input."""
-    graph = get_kind(model.kind).onnx_graph(model)
+    graph = ensemble_onnx_graph(model) if isinstance(model, EnsembleModel) else get_kind(model.kind).onnx_graph(model)
     out.mkdir(parents=True, exist_ok=True)
     (out / ONNX_FILE).write_bytes(graph.SerializeToString())
     record = onnx_record(model.kind, model.class_names, model.image_size)
     (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def read_ensemble(record: dict[str, Any], path: Path, device: torch.device) -> EnsembleModel:
+    """An ensemble bundle's members, each read as the bundle it is."""
+    members = record["members"]
+    return EnsembleModel(
+        [load_bundle(path / m["folder"], device=device) for m in members],
+        [float(m["weight"]) for m in members],
+        [int(m["trial"]) for m in members],
+        tuple(record["class_names"]),
+        int(record["image_size"]),
+    )
 
 
 def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
@@ -50,6 +73,8 @@ def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
         record = json.loads((path / BUNDLE_FILE).read_text())
         if record.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"format {record.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        if record["kind"] == ENSEMBLE_KIND:
+            return read_ensemble(record, path, device)
         return get_kind(record["kind"]).read_bundle(record, path, device)
     except Exception as exc:  # an unknown kind (UserError) too: the folder and the way out belong in the line
         reason = (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}").splitlines()[0][:200]

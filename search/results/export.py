@@ -26,6 +26,12 @@ def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trials[number]
 
 
+def check_new_folder(out: Path) -> None:
+    """A one-line error unless `out` is a new or empty folder: an export never writes over files in use."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists and is not an empty folder; pick a new one")
+
+
 def export_model(
     study: optuna.Study,
     store: FileSystemArtifactStore,
@@ -36,8 +42,7 @@ def export_model(
     onnx: bool = False,
 ) -> FrozenTrial:
     """Write the trial's model to `out` (a bundle, or with `onnx` one ONNX graph); never over a folder in use."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} already exists and is not an empty folder; pick a new one")
+    check_new_folder(out)
     trial = chosen_trial(study, trial_number)
     model = load_trial_model(study, trial, store, device=device)
     (save_onnx_bundle if onnx else save_bundle)(model, out)

@@ -37,9 +37,9 @@ from search.results.text import markdown_table, percent
 from search.study.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifact, read_per_class
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.plots import DPI, plot_confusion, plot_curves
-from search.study.record import StudyRecord, completed_trials, feasible, record_of, trial_artifacts
+from search.study.record import StudyRecord, completed_trials, record_of, trial_artifacts
 from search.study.scores import Classification
-from search.study.trial_facts import TrialFacts
+from search.study.trial_facts import TrialFacts, feasible
 
 MAX_GROUPS = 6  # tables in "By choice"
 MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice

@@ -10,12 +10,13 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from search.data.sources import VAL
 from search.errors import UserError
 from search.kinds import Prepared, StudyKind, kind_of_config
 from search.models.backbones import Backbone
 from search.study import trial_facts as attr
 from search.study.artifacts import save_trial_artifacts
-from search.study.checkpoints import save_if_best
+from search.study.checkpoints import save_if_among_best
 from search.study.costs import CostMeter
 from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT
 from search.training.configs import BACKBONE_PARAM
@@ -151,7 +152,11 @@ def make_objective(
             record_costs(trial, config, result, resources, resources.costs)  # constraints: before the checkpoint
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
-            save_if_best(trial, kind, config, result, resources.artifact_store, metric=settings.metric)
+            data = resources.prepared.data
+            val_labels = data.labels.numpy()[data.split == VAL]
+            save_if_among_best(
+                trial, kind, config, result, resources.artifact_store, metric=settings.metric, val_labels=val_labels
+            )
         if result.status is Status.PRUNED:
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
         if result.status is Status.DIVERGED:

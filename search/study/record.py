@@ -21,7 +21,7 @@ from search.errors import UserError
 from search.kinds import SourceTrial, StudyKind, get_kind
 from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
 from search.study.spec import StudySpec
-from search.study.trial_facts import CONFIG, FAIL_REASON
+from search.study.trial_facts import CONFIG, FAIL_REASON, feasible
 from search.training.configs import BACKBONE_PARAM
 from search.training.stage_costs import StageCosts
 
@@ -225,11 +225,6 @@ def claim_split(study: optuna.Study, data: Dataset) -> str:
     storage.set_study_system_attr(study._study_id, SPLIT_ATTR, data.encoded_split())
     study.set_user_attr(DATA_ATTR, DataRecord.of(data).to_record())
     return data.encoded_split()
-
-
-def feasible(trial: FrozenTrial) -> bool:
-    """Whether the trial meets the study's deployment constraints (all of them zero or less; none: it does)."""
-    return all(value <= 0.0 for value in trial.constraints.values())
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:

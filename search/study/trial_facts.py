@@ -33,6 +33,11 @@ PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"  # why it failed, on its console line and in the dashboard
 
 
+def feasible(trial: FrozenTrial) -> bool:
+    """Whether the trial meets the study's deployment constraints (all of them zero or less; none: it does)."""
+    return all(value <= 0.0 for value in trial.constraints.values())
+
+
 @dataclass(frozen=True)
 class TrialFacts:
     """A trial's stored results; None (or empty) for what it did not reach (a failed trial has no accuracy)."""

@@ -17,7 +17,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FixedTrial, FrozenTrial
 
 from search.errors import UserError
-from search.study.record import StudyRecord, completed_trials, feasible, read_record
+from search.study.record import StudyRecord, completed_trials, read_record
+from search.study.trial_facts import feasible
 from search.training.configs import BACKBONE_PARAM, SpaceContext
 from spaces import Space
 

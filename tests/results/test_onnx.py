@@ -12,47 +12,24 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import torch
 
-from search.data.decode import decode_image_file
 from search.errors import UserError
-from search.kinds import TrainedModel
 from search.results.bundles import save_onnx_bundle
 from search.results.onnx_bundle import BUNDLE_FILE, ONNX_FILE, ONNX_FORMAT, load_onnx_bundle
 from search.results.predict import image_files, predict_files, tab_lines
 from search.results.reading import artifact_store_for, best_trial
 from search.study.runner import prepare, run
 from search.study.trained import load_trial_model
-from tests.helpers import PHOTOS, ROOT
-from tests.results_study import FLOWERS, finished_study, flowers_features_spec, run_search
+from tests.helpers import ROOT
+from tests.results_study import (
+    FLOWERS,
+    REAL_PHOTOS,
+    assert_onnx_agrees,
+    finished_study,
+    flowers_features_spec,
+    run_search,
+)
 from tests.results_study import FLOWERS_STUDY as STUDY
-
-REAL_PHOTOS = image_files([PHOTOS])  # flowers and daisies: 70 real photos
-TOP1_AGREEMENT = 0.99  # what the issue asks of ONNX against PyTorch
-PROBABILITY_TOLERANCE = 1e-3
-
-
-def pixels(files: list[Path], size: int) -> np.ndarray:
-    return np.stack([decode_image_file(path, size) for path in files])
-
-
-def assert_onnx_agrees(model: TrainedModel, folder: Path) -> None:
-    """The ONNX bundle in `folder` predicts what the PyTorch `model` predicts, on real photos."""
-    onnx_model = load_onnx_bundle(folder)
-    assert (onnx_model.class_names, onnx_model.image_size, onnx_model.kind) == (
-        model.class_names,
-        model.image_size,
-        model.kind,
-    )
-    images = pixels(REAL_PHOTOS, model.image_size)
-    expected = model.predict_proba(torch.from_numpy(images))
-    got = onnx_model.predict_pixels(images)
-    assert got.shape == expected.shape == (len(REAL_PHOTOS), len(model.class_names))
-    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-    assert agreement >= TOP1_AGREEMENT, agreement
-    assert float(np.abs(got - expected).max()) <= PROBABILITY_TOLERANCE
-    one = onnx_model.predict_pixels(images[:1])  # the batch dimension is free: 1 and 70 both run
-    np.testing.assert_allclose(one, got[:1], atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A trial's model kept as an artifact only when it beats the study's best, and read back; on real SQLite."""
+"""A trial's model kept as an artifact only while it is among the study's best, and read back; on real SQLite."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.errors import UserError
 from search.kinds import get_kind
-from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint, save_if_best
+from search.study.checkpoints import CHECKPOINT_ATTR, KEPT_MODELS, load_checkpoint, save_if_among_best
 from search.training.configs import FinetuneConfig
 from search.training.core import METRICS, EpochMetrics, Status, TrialResult
 
@@ -57,35 +57,48 @@ def new_study(tmp_path: Path, metric: str) -> optuna.Study:
 def run_trial(study: optuna.Study, store: FileSystemArtifactStore, outcome: TrialResult, metric: str) -> str | None:
     """One trial as the objective runs it: train (given), maybe keep the model, then tell the study."""
     trial = study.ask()
-    kept = save_if_best(trial, KIND, CONFIG, outcome, store, metric=metric)
+    kept = save_if_among_best(trial, KIND, CONFIG, outcome, store, metric=metric)
     assert outcome.best is not None
     study.tell(trial, outcome.best.value(metric))
     return kept
 
 
-@pytest.mark.parametrize(
-    ("metric", "first", "worse", "better_value"), [("val_loss", 1.0, 2.0, 0.5), ("val_accuracy", 0.6, 0.4, 0.9)]
-)
-def test_only_a_trial_that_beats_the_best_uploads_its_model(
-    tmp_path: Path, store: FileSystemArtifactStore, metric: str, first: float, worse: float, better_value: float
+@pytest.mark.parametrize(("metric", "sign"), [("val_loss", 1.0), ("val_accuracy", -1.0)])
+def test_a_trial_keeps_its_model_only_while_it_is_among_the_best(
+    tmp_path: Path, store: FileSystemArtifactStore, metric: str, sign: float
 ) -> None:
+    """The first KEPT_MODELS trials keep theirs; then only a trial beaten by fewer than KEPT_MODELS does."""
     study = new_study(tmp_path, metric)
     folder = tmp_path / "artifacts"
+    ranked = [0.5 + sign * 0.01 * k for k in range(KEPT_MODELS)]  # best first in the metric's direction
 
-    first_id = run_trial(study, store, result(first, metric), metric)
-    assert first_id is not None, "the first trial is the best so far"
-    assert [p.name for p in folder.iterdir()] == [first_id]
+    kept = [run_trial(study, store, result(value, metric), metric) for value in ranked]
+    assert all(kept) and len(set(kept)) == KEPT_MODELS
 
-    assert run_trial(study, store, result(worse, metric), metric) is None
-    assert run_trial(study, store, result(first, metric), metric) is None, "a tie does not beat the best"
-    assert len(list(folder.iterdir())) == 1
-
-    better_id = run_trial(study, store, result(better_value, metric), metric)
-    assert better_id is not None and better_id != first_id
-    assert sorted(p.name for p in folder.iterdir()) == sorted([first_id, better_id])
+    worst = ranked[-1]
+    assert run_trial(study, store, result(worst + sign * 0.1, metric), metric) is None, "beaten by all of them"
+    tie = run_trial(study, store, result(worst, metric), metric)
+    assert tie is not None, "a tie with the last kept one is beaten by one fewer"
+    inside = run_trial(study, store, result(ranked[0] + sign * 0.001, metric), metric)
+    assert inside is not None, "beaten by one trial only"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, tie, inside])  # type: ignore[list-item]
 
     attrs = [t.user_attrs.get(CHECKPOINT_ATTR) for t in study.trials]
-    assert attrs == [first_id, None, None, better_id]
+    assert attrs == [*kept, None, tie, inside]
+
+
+def test_an_infeasible_trial_neither_keeps_a_model_nor_counts_against_others(
+    tmp_path: Path, store: FileSystemArtifactStore
+) -> None:
+    study = new_study(tmp_path, "val_accuracy")
+    for _ in range(KEPT_MODELS):  # over a constraint and better than everything after: not a kept model
+        trial = study.ask()
+        trial.set_constraint("latency", 1.0)
+        assert (
+            save_if_among_best(trial, KIND, CONFIG, result(0.99, "val_accuracy"), store, metric="val_accuracy") is None
+        )
+        study.tell(trial, 0.99)
+    assert run_trial(study, store, result(0.5, "val_accuracy"), "val_accuracy") is not None
 
 
 def test_a_result_without_a_model_or_best_epoch_keeps_nothing(tmp_path: Path, store: FileSystemArtifactStore) -> None:
@@ -93,7 +106,7 @@ def test_a_result_without_a_model_or_best_epoch_keeps_nothing(tmp_path: Path, st
     assert run_trial(study, store, result(1.0, "val_loss", model=False), "val_loss") is None
     no_epoch = TrialResult(status=Status.DIVERGED, best=None, history=[], seconds=0.1, model={"head.w": torch.ones(1)})
     trial = study.ask()
-    assert save_if_best(trial, KIND, CONFIG, no_epoch, store, metric="val_loss") is None
+    assert save_if_among_best(trial, KIND, CONFIG, no_epoch, store, metric="val_loss") is None
     assert list((tmp_path / "artifacts").iterdir()) == []
     assert CHECKPOINT_ATTR not in study.trials[0].user_attrs
 
@@ -112,10 +125,11 @@ def test_load_checkpoint_gives_back_the_trials_own_tensors(tmp_path: Path, store
 
 def test_a_trial_that_kept_no_model_says_to_pick_the_best(tmp_path: Path, store: FileSystemArtifactStore) -> None:
     study = new_study(tmp_path, "val_loss")
-    run_trial(study, store, result(1.0, "val_loss"), "val_loss")
-    run_trial(study, store, result(2.0, "val_loss"), "val_loss")
-    with pytest.raises(UserError, match=r"trial 1 of study 'checkpoints-val_loss' kept no model") as error:
-        load_checkpoint(study.trials[1], KIND, store, study_name=study.study_name)
+    for value in range(KEPT_MODELS + 1):
+        run_trial(study, store, result(float(value), "val_loss"), "val_loss")
+    last = KEPT_MODELS
+    with pytest.raises(UserError, match=rf"trial {last} of study 'checkpoints-val_loss' kept no model") as error:
+        load_checkpoint(study.trials[last], KIND, store, study_name=study.study_name)
     assert "pick the study's best trial" in str(error.value)
 
 

@@ -11,9 +11,9 @@ from search.cli.results import main as results_main
 from search.cli.run import main
 from search.errors import UserError
 from search.results.reading import best_trial
-from search.study.record import TEST_ATTR, best_completed, completed_trials, feasible
+from search.study.record import TEST_ATTR, best_completed, completed_trials
 from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT, StudySpec
-from search.study.trial_facts import SIZE_BYTES
+from search.study.trial_facts import SIZE_BYTES, feasible
 from tests.results_study import STUDY_FLAGS
 
 
