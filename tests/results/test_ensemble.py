@@ -45,7 +45,7 @@ def test_selection_combines_complementary_trials_and_never_falls_below_the_best(
     trials = [one_hot_right_on(np.concatenate([thirds[i], thirds[(i + 1) % 3]]), labels, 3, 0.8) for i in range(3)]
     counts = select(trials, labels, size=5)
     assert all(counts), counts
-    average = sum(n * p for n, p in zip(counts, trials, strict=True)) / sum(counts)
+    average = np.average(trials, axis=0, weights=counts)
     assert scored(average, labels)[0] == 1.0 > scored(trials[0], labels)[0]
 
     worse = [trials[0], one_hot_right_on(np.arange(10), labels, 3, 0.9)]  # a second trial that only hurts
