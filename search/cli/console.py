@@ -92,8 +92,9 @@ def dashboard_command(storage: str, artifact_dir: Path = DEFAULTS.artifact_dir) 
     return command
 
 
-def report_command(spec: StudySpec) -> str:
-    command = f"python -m search report --study-name {shlex.quote(spec.name)}"
+def report_command(spec: StudySpec, command_name: str = "report") -> str:
+    """`python -m search report` (or another results command) on this study, its storage named when not the default."""
+    command = f"python -m search {command_name} --study-name {shlex.quote(spec.name)}"
     return command + (
         f" --storage {shlex.quote(mask_password(spec.storage))}" if spec.storage != DEFAULTS.storage else ""
     )
@@ -130,6 +131,8 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         f"  {dashboard_command(spec.storage, spec.artifact_dir)}",
         "Write a report with:",
         f"  {report_command(spec)}",
+        "Combine the best trials into an ensemble with:",
+        f"  {report_command(spec, 'ensemble')}",
     ]
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ from search.errors import UserError
 from search.results.answer import section_answer, section_methods, section_settings, trial_words
 from search.results.compare import Compared, comparison_lines
 from search.results.costs import section_costs
+from search.results.ensemble import stored_ensemble
 from search.results.html import to_html
 from search.results.reading import best_trial
 from search.results.sections import Report, data_record, metric_name, num
@@ -66,6 +67,39 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
         )
     header = ("rank", "trial", "val acc", "val loss", "epochs", "seconds", "ms/image", "configuration")
     report.add(*markdown_table(header, rows))
+
+
+def _section_ensemble(report: Report, study: optuna.Study) -> None:
+    """The last ensemble built (python -m search ensemble) beside the best single trial, or how to build one."""
+    report.add("## Ensemble", "")
+    summary = stored_ensemble(study)
+    if summary is None:
+        report.add(f"_No ensemble built yet: `python -m search ensemble --study-name {study.study_name}`._", "")
+        return
+    best = TrialFacts.of(study.trials[summary.best_trial])
+    members = ", ".join(f"#{t} x{w:.2f}" for t, w in zip(summary.trials, summary.weights, strict=True))
+    megabytes = [None if b is None else f"{b / 1e6:.1f}" for b in (summary.size_bytes, best.size_bytes)]
+    latency = [None if ms is None else f"{ms:.1f}" for ms in (summary.latency_ms_b1, best.latency_ms_b1)]
+    rows = [
+        (
+            f"ensemble ({members})",
+            percent(summary.val_accuracy),
+            percent(summary.test_accuracy),
+            latency[0] or "-",
+            megabytes[0] or "-",
+        ),
+        (
+            f"best trial #{summary.best_trial}",
+            percent(summary.best_val_accuracy),
+            percent(summary.best_test_accuracy),
+            latency[1] or "-",
+            megabytes[1] or "-",
+        ),
+    ]
+    report.add(*markdown_table(("model", "val acc", "test acc", "ms/image", "MB"), rows))
+    report.add(
+        f"Selected on validation, scored once on {summary.test_images} test images; members run one after another.", ""
+    )
 
 
 def _order(value: object) -> tuple[int, float, str]:
@@ -280,6 +314,7 @@ def write_report(
         importances, unimportant = param_importances(study)
         section_answer(report, study, best, test, untested)
         section_methods(report, study)
+        _section_ensemble(report, study)
         report.add("## Figures", "")
         _figures_best(report, study, best, test, store, work)
         _figures_search(report, study, importances, unimportant, work)
