@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="bundle",
         help="bundle: PyTorch weights (+ skops pipeline) for this package; onnx: one graph for onnxruntime",
     )
+    export.add_argument(
+        "--refit",
+        action="store_true",
+        help="train the trial's configuration again on train + validation for the epochs it needed, score it once "
+        "on the test split, and export that model",
+    )
 
     ensemble = command("ensemble", "a greedy ensemble of the study's best trials, scored once on the test split")
     ensemble.add_argument("--study-name", required=True)
@@ -70,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--out", type=Path, default=None, help="a new folder to export the ensemble to")
     ensemble.add_argument(
         "--format", choices=("bundle", "onnx"), default="bundle", help="with --out: as export --format writes it"
+    )
+    ensemble.add_argument(
+        "--refit", action="store_true", help="train each member again on train + validation (as export --refit)"
     )
 
     predict = command("predict", "class and probability per image, from a folder written by export or ensemble")
@@ -123,13 +132,31 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
-    from search.results.export import chosen_trial, export_model
+    from search.results.export import chosen_trial, export_model, export_refit
     from search.results.reading import artifact_store_for, load_existing_study
     from search.training.core import resolve_device
 
     study = load_existing_study(args.storage, args.study_name)
     chosen_trial(study, args.trial)  # no such trial: say so before looking for its files
     store = artifact_store_for(study, args.artifact_dir)
+    if args.refit:
+        summary = export_refit(
+            study,
+            store,
+            args.out,
+            storage=args.storage,
+            trial_number=args.trial,
+            device=args.device,
+            onnx=args.format == "onnx",
+        )
+        console.print(
+            f"exported the refit of trial {summary.trial} of {study.study_name} to {args.out}; "
+            f"try: python -m search predict --model {args.out} IMAGES...",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(summary.line(), highlight=False, soft_wrap=True)
+        return 0
     trial = export_model(
         study, store, args.out, trial_number=args.trial, device=resolve_device(args.device), onnx=args.format == "onnx"
     )
@@ -147,6 +174,7 @@ def _ensemble(args: argparse.Namespace, console: Console) -> int:
     from search.results.ensemble import build_ensemble
     from search.results.export import check_new_folder
     from search.results.reading import artifact_store_for, best_trial, load_existing_study
+    from search.study.refit import Refitter
     from search.training.core import resolve_device
 
     study = load_existing_study(args.storage, args.study_name)
@@ -154,7 +182,8 @@ def _ensemble(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:
         check_new_folder(args.out)
     store = artifact_store_for(study, args.artifact_dir)
-    model, summary = build_ensemble(study, store, size=args.size, device=resolve_device(args.device))
+    refitter = Refitter(study, storage=args.storage, device=args.device) if args.refit else None
+    model, summary = build_ensemble(study, store, size=args.size, device=resolve_device(args.device), refitter=refitter)
     if args.out is not None:
         (save_onnx_bundle if args.format == "onnx" else save_bundle)(model, args.out)
         console.print(

@@ -26,6 +26,7 @@ from search.results.ensemble_model import EnsembleModel
 from search.study.checkpoints import CHECKPOINT_ATTR, load_val_predictions
 from search.study.evaluation import SCORE_BATCH, evaluate_on_test, stored_test_part
 from search.study.record import best_completed, completed_trials
+from search.study.refit import Refitter
 from search.study.scores import classify
 from search.study.trained import load_trial_model
 from search.study.trial_facts import TrialFacts, feasible
@@ -51,6 +52,7 @@ class EnsembleSummary:
     best_test_accuracy: float | None
     latency_ms_b1: float | None  # the members one after another, per image at batch 1
     size_bytes: int | None
+    refit: bool = False  # its members trained again on train + validation
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +68,9 @@ class EnsembleSummary:
             return "n/a" if value is None else f"{value:.1%}"
 
         count = len(self.trials)
+        refit = " (refit on train + validation)" if self.refit else ""
         return (
-            f"ensemble of {count} trial{'s' if count != 1 else ''}: val {percent(self.val_accuracy)}, "
+            f"ensemble of {count} trial{'s' if count != 1 else ''}{refit}: val {percent(self.val_accuracy)}, "
             f"test {percent(self.test_accuracy)} (best trial #{self.best_trial}: "
             f"val {percent(self.best_val_accuracy)}, test {percent(self.best_test_accuracy)})"
         )
@@ -129,9 +132,18 @@ def candidates(study: optuna.Study, store: FileSystemArtifactStore) -> list[Cand
 
 
 def build_ensemble(
-    study: optuna.Study, store: FileSystemArtifactStore, *, size: int = DEFAULT_SIZE, device: torch.device
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    *,
+    size: int = DEFAULT_SIZE,
+    device: torch.device,
+    refitter: Refitter | None = None,
 ) -> tuple[EnsembleModel, EnsembleSummary]:
-    """Select the ensemble on validation, rebuild its members, score it and the best trial once on test."""
+    """Select the ensemble on validation, rebuild its members, score it and the best trial once on test.
+
+    With a `refitter`, each member is its configuration trained again on train + validation
+    (search.study.refit); the weights are still those the validation split chose.
+    """
     if size < 1:
         raise UserError(f"--size {size}: an ensemble needs at least one trial; pass --size 1 or more")
     found = candidates(study, store)
@@ -141,13 +153,21 @@ def build_ensemble(
     weights = [n / sum(counts) for _, n in chosen]
     val_probabilities = sum(w * c.probabilities for (c, _), w in zip(chosen, weights, strict=True))
     assert isinstance(val_probabilities, np.ndarray)
-    members = [load_trial_model(study, c.trial, store, device=device) for c, _ in chosen]
+    images, test_labels = stored_test_part(study)
+    if refitter is not None:
+        refits = [refitter.refit(c.trial) for c, _ in chosen]
+        members = [refit[0] for refit in refits]
+        refit_probabilities = sum(w * refit[2] for w, refit in zip(weights, refits, strict=True))
+    else:
+        members = [load_trial_model(study, c.trial, store, device=device) for c, _ in chosen]
     model = EnsembleModel(
         members, weights, [c.trial.number for c, _ in chosen], members[0].class_names, members[0].image_size
     )
-    images, test_labels = stored_test_part(study)
     test_accuracy = None
-    if len(test_labels):
+    if refitter is not None:
+        assert isinstance(refit_probabilities, np.ndarray)
+        test_accuracy = scored(refit_probabilities, test_labels.numpy())[0]  # the refit trainers' one test pass
+    elif len(test_labels):
         probabilities = predict_in_batches(model, images, f"scoring the ensemble on {len(test_labels)} test images")
         test_accuracy = classify(test_labels.numpy(), probabilities, model.class_names).accuracy
     best = best_completed(study)
@@ -166,6 +186,7 @@ def build_ensemble(
         best_test_accuracy=tested["accuracy"] if tested else None,
         latency_ms_b1=summed([f.latency_ms_b1 for f in facts]),
         size_bytes=summed([f.size_bytes for f in facts]),
+        refit=refitter is not None,
     )
     study.set_user_attr(ENSEMBLE_ATTR, summary.to_record())
     return model, summary

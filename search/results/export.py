@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.errors import UserError
 from search.results.bundles import save_bundle, save_onnx_bundle
 from search.results.reading import best_trial
+from search.study.refit import RefitSummary, refit_trial
 from search.study.trained import load_trial_model
 
 
@@ -47,3 +48,21 @@ def export_model(
     model = load_trial_model(study, trial, store, device=device)
     (save_onnx_bundle if onnx else save_bundle)(model, out)
     return trial
+
+
+def export_refit(
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    out: Path,
+    *,
+    storage: str,
+    trial_number: int | None = None,
+    device: str,
+    onnx: bool = False,
+) -> RefitSummary:
+    """Refit the trial's configuration on train + validation (search.study.refit) and write that model to `out`."""
+    check_new_folder(out)
+    trial = chosen_trial(study, trial_number)
+    model, summary = refit_trial(study, trial, store, storage=storage, device=device)
+    (save_onnx_bundle if onnx else save_bundle)(model, out)
+    return summary

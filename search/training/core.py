@@ -87,6 +87,11 @@ class TrainSettings:
     seed: int
     metric: str = DEFAULT_METRIC
     deadline: float | None = None  # time.monotonic() by which a trial ends at its best epoch so far (--time-budget)
+    keep_last: bool = False  # a refit: the last epoch is the model, whatever its held-out split says
+
+    def best_epoch(self) -> BestEpoch:
+        """The tracker a trainer keeps its best (with keep_last: its latest) epoch in."""
+        return BestEpoch(self.metric, keep_last=self.keep_last)
 
     def out_of_time(self, epoch_seconds: float) -> bool:
         """Whether another epoch as long as the last one would end past the deadline."""
@@ -119,8 +124,9 @@ class BestEpoch:
     the trial's artifacts, pruned or not) and its trained model (kept only by a complete trial).
     """
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, *, keep_last: bool = False) -> None:
         self.metric = metric
+        self.keep_last = keep_last
         self.metrics: EpochMetrics | None = None
         self.probabilities: np.ndarray | None = None
         self.model: Any = None
@@ -131,7 +137,7 @@ class BestEpoch:
 
         `model` is a callable that snapshots the model, called only when the epoch is kept.
         """
-        if replace or self.metrics is None or better_epoch(metrics, self.metrics, self.metric):
+        if replace or self.keep_last or self.metrics is None or better_epoch(metrics, self.metrics, self.metric):
             self.metrics, self.probabilities, self.model, self.stale = metrics, probabilities, model(), 0
             return True
         self.stale += 1

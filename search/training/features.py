@@ -34,7 +34,7 @@ from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
 from search.training.child_fit import in_child
 from search.training.configs import FeaturesConfig
-from search.training.core import BestEpoch, EpochMetrics, Reporter, Status, TrainSettings, TrialResult
+from search.training.core import EpochMetrics, Reporter, Status, TrainSettings, TrialResult
 
 RF_STAGES = 4  # a forest is grown in this many steps, reporting after each
 SGD_EPOCHS = 30  # passes over the training items at most (it stops earlier once the loss settles)
@@ -136,7 +136,7 @@ def train_features(
     """
     started = time.perf_counter()
     history: list[EpochMetrics] = []
-    best = BestEpoch(settings.metric)
+    best = settings.best_epoch()
     inputs, widths = (
         select_features(config, features),
         layer_widths(config, features),

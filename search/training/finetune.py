@@ -24,7 +24,7 @@ from search.models.backbones import Backbone
 from search.models.heads import build_head, pooled_grid
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig
-from search.training.core import BestEpoch, EpochMetrics, Reporter, Status, TrainSettings, TrialResult
+from search.training.core import EpochMetrics, Reporter, Status, TrainSettings, TrialResult
 
 EVAL_BATCH = 256
 WARMUP_FRACTION = 0.1  # of a phase's steps: a fresh head and freshly unfrozen stages start gently, then cosine decay
@@ -202,7 +202,7 @@ def train_finetune(
     generator = torch.Generator().manual_seed(settings.seed)
     amp = settings.autocast()
     history: list[EpochMetrics] = []
-    best = BestEpoch(settings.metric)
+    best = settings.best_epoch()
     epoch_steps = _batch_count(len(train_index), config.batch_size)
     if net.frozen_stages < net.cut and config.head_only_epochs > 0 and not config.reinit_blocks:
         _probe(net, config, train_index, generator, amp, epochs=config.head_only_epochs, steps=epoch_steps)

@@ -17,6 +17,7 @@ from search.results.ensemble import build_ensemble, scored, select, stored_ensem
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel
 from search.results.onnx_bundle import BUNDLE_FILE
 from search.results.reading import artifact_store_for
+from search.results.report import write_report
 from search.study.checkpoints import CHECKPOINT_ATTR, VAL_PREDICTIONS_ATTR
 from search.study.evaluation import stored_test_part
 from search.study.record import best_completed
@@ -139,3 +140,14 @@ def test_bad_ensemble_requests_are_one_line_errors(features_study: FinishedStudy
     (tmp_path / "used" / "file").touch()
     result = run_search(tmp_path, "ensemble", *features_study.args(), "--out", str(tmp_path / "used"))
     assert result.returncode == 2 and "is not an empty folder" in result.stderr
+
+
+def test_the_report_shows_the_ensemble_beside_the_best_trial(features_study: FinishedStudy, tmp_path: Path) -> None:
+    study = features_study.load()
+    store = artifact_store_for(study, None)
+    _, summary = build_ensemble(study, store, device=CPU)
+    markdown, _ = write_report(features_study.load(), store, tmp_path, device=CPU)
+    section = markdown.read_text().split("## Ensemble and refit")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| ensemble (#") and f"{summary.test_accuracy:.2%}" in rows[1]
+    assert rows[2].startswith(f"| best trial #{summary.best_trial} |")
