@@ -9,6 +9,7 @@ or the fitted scikit-learn pipeline of a features trial. `search.study.trained` 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,43 @@ from search.study.trial_facts import feasible
 from search.training.core import TrialResult, better
 
 CHECKPOINT_ATTR = "checkpoint_artifact_id"  # trial user attr: the artifact holding its trained model
-# a trial keeps its model when fewer than this many finished trials beat it: the best and an
-# ensemble's candidates (Caruana et al. 2004 select from a library; a handful of the best serves)
-KEPT_MODELS = 5
+# a trial keeps its model while fewer than this many finished trials beat it: the best, and the
+# library an ensemble is selected from (Caruana et al. 2004; a wider library gives it more to combine,
+# each model kept costs disk: bench/RESULTS.md, "Ensembles of the best trials", compares 5 and 10)
+KEPT_MODELS = 10
 VAL_PREDICTIONS_ATTR = "val_predictions_artifact_id"  # trial user attr: a kept trial's validation probabilities
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
 
 
-def among_best(study: optuna.Study, value: float, metric: str) -> bool:
-    """Whether fewer than KEPT_MODELS feasible complete trials so far are strictly better than `value`."""
+def feasible_values(study: optuna.Study) -> list[float]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = [t.value for t in complete if t.value is not None and feasible(t)]
-    return sum(better(other, value, metric) for other in values) < KEPT_MODELS
+    return [t.value for t in complete if t.value is not None and feasible(t)]
+
+
+def among_best(value: float, others: list[float], metric: str) -> bool:
+    """Whether fewer than KEPT_MODELS of the `others` are strictly better than `value`."""
+    return sum(better(other, value, metric) for other in others) < KEPT_MODELS
+
+
+def release_beaten(study: optuna.Study, store: Any, newcomer: float, metric: str) -> list[int]:
+    """Remove the kept files of finished trials that KEPT_MODELS others now beat; returns their numbers.
+
+    The disk holds about KEPT_MODELS models however long the study runs. A file another worker
+    removed already is no error.
+    """
+    values = [*feasible_values(study), newcomer]
+    released = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if CHECKPOINT_ATTR not in trial.user_attrs or trial.value is None:
+            continue
+        if among_best(trial.value, values, metric):
+            continue
+        for key in (CHECKPOINT_ATTR, VAL_PREDICTIONS_ATTR):
+            if key in trial.user_attrs:
+                with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+                    store.remove(trial.user_attrs[key])
+        released.append(trial.number)
+    return released
 
 
 def save_if_among_best(
@@ -56,7 +82,8 @@ def save_if_among_best(
     infeasible = any(value > 0.0 for value in trial.constraints.values())  # over a deployment constraint
     if result.best is None or result.model is None or infeasible:
         return None
-    if not among_best(trial.study, result.best.value(metric), metric):
+    value = result.best.value(metric)
+    if not among_best(value, feasible_values(trial.study), metric):
         return None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / kind.checkpoint_file
@@ -65,6 +92,7 @@ def save_if_among_best(
     trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
     if val_labels is not None and result.val_probabilities is not None:
         save_val_predictions(trial, result.val_probabilities, val_labels, store)
+    release_beaten(trial.study, store, value, metric)
     return artifact_id
 
 
@@ -106,7 +134,8 @@ def load_checkpoint(trial: FrozenTrial, kind: StudyKind, store: Any, *, study_na
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except (ArtifactNotFound, FileNotFoundError):
             raise UserError(
-                f"the model of trial {trial.number} of study '{study_name}' is missing from the artifact store; "
-                "pass the --artifact-dir the study was run with"
+                f"the model of trial {trial.number} of study '{study_name}' is missing from the artifact store: "
+                f"it was released when {KEPT_MODELS} better trials had finished (pick one of the study's best), "
+                "or this is not the --artifact-dir the study was run with"
             ) from None
         return kind.read_checkpoint(path)

@@ -67,7 +67,8 @@ def run_trial(study: optuna.Study, store: FileSystemArtifactStore, outcome: Tria
 def test_a_trial_keeps_its_model_only_while_it_is_among_the_best(
     tmp_path: Path, store: FileSystemArtifactStore, metric: str, sign: float
 ) -> None:
-    """The first KEPT_MODELS trials keep theirs; then only a trial beaten by fewer than KEPT_MODELS does."""
+    """The first KEPT_MODELS trials keep theirs; then only a trial beaten by fewer than KEPT_MODELS does, and
+    a kept model that KEPT_MODELS others come to beat is released from the store."""
     study = new_study(tmp_path, metric)
     folder = tmp_path / "artifacts"
     ranked = [0.5 + sign * 0.01 * k for k in range(KEPT_MODELS)]  # best first in the metric's direction
@@ -79,9 +80,10 @@ def test_a_trial_keeps_its_model_only_while_it_is_among_the_best(
     assert run_trial(study, store, result(worst + sign * 0.1, metric), metric) is None, "beaten by all of them"
     tie = run_trial(study, store, result(worst, metric), metric)
     assert tie is not None, "a tie with the last kept one is beaten by one fewer"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, tie])
     inside = run_trial(study, store, result(ranked[0] + sign * 0.001, metric), metric)
     assert inside is not None, "beaten by one trial only"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, tie, inside])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept[:-1], inside]), "the two last ones released"
 
     attrs = [t.user_attrs.get(CHECKPOINT_ATTR) for t in study.trials]
     assert attrs == [*kept, None, tie, inside]
