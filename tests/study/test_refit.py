@@ -48,11 +48,11 @@ def features_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
     return finished_study(tmp_path_factory, "features")
 
 
-@pytest.mark.parametrize("space", ["finetune", "features"])
 def test_a_refit_model_scores_on_test_what_it_reports_and_the_study_records_it(
-    space: str, tmp_path_factory: pytest.TempPathFactory
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    finished = finished_study(tmp_path_factory, space)
+    """A finetune trial in process (the features one runs through the command line below)."""
+    finished = finished_study(tmp_path_factory, "finetune")
     study = finished.load()
     trial = best_trial(study)
     model, summary = refit_trial(study, trial, artifact_store_for(study, None), storage=finished.storage, device="cpu")
