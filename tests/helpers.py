@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from search.training.configs import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "photos"  # real photos, see photos/README.md
@@ -31,3 +34,25 @@ def start_mypy() -> subprocess.Popen[str]:
         text=True,
         preexec_fn=lambda: os.nice(10),
     )
+
+
+def head_config(**changes: object) -> FinetuneConfig:
+    """A plain finetune config, changed where a test needs: a linear head on conv_head, Adam at 1e-3,
+    nothing unfrozen, no augmentation, no weight decay."""
+    base = FinetuneConfig(
+        cut="conv_head",
+        head_width=64,
+        head_depth=0,
+        head_batchnorm=False,
+        head_dropout=0.0,
+        weight_decay=0.0,
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.0,
+        batch_size=16,
+        unfreeze_blocks=0,
+        backbone_lr_factor=1.0,
+        head_only_epochs=0,
+        augment="none",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

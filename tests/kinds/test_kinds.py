@@ -33,14 +33,15 @@ from search.kinds.features import FeaturesKind, FeaturesModel
 from search.kinds.finetune import FinetuneKind, FinetuneModel
 from search.kinds.registry import register_kind
 from search.models.backbones import Backbone
-from search.training.configs import FeaturesConfig, FinetuneConfig, SpaceContext
+from search.training.configs import FeaturesConfig, SpaceContext
 from search.training.core import NullReporter, Status, TrainSettings, TrialResult
 from search.training.features import build_pipeline, layer_widths, select_features
 from search.training.finetune import train_finetune
+from tests.helpers import head_config
 
 CPU = torch.device("cpu")
 SETTINGS = TrainSettings(max_epochs=1, patience=1, device=CPU, seed=0)
-FINETUNE = FinetuneConfig(
+FINETUNE = head_config(  # block7 trained: the checkpoint holds trunk and head tensors
     cut="block7",
     head_width=32,
     head_depth=1,
@@ -49,12 +50,8 @@ FINETUNE = FinetuneConfig(
     weight_decay=1e-4,
     optimizer="adamw",
     lr=3e-3,
-    momentum=0.0,
     batch_size=32,
-    unfreeze_blocks=1,  # block7 trained: the checkpoint holds trunk and head tensors
-    backbone_lr_factor=1.0,
-    head_only_epochs=0,
-    augment="none",
+    unfreeze_blocks=1,
     label_smoothing=0.1,
 )
 FEATURES = FeaturesConfig(

@@ -29,10 +29,10 @@ from search.study.record import StudyRecord, read_record, read_source_trial
 from search.study.runner import prepare
 from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
-from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict
+from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import NullReporter, Status, TrainSettings
 from search.training.finetune import reinitialise, train_finetune, trained_span
-from tests.helpers import FAST
+from tests.helpers import FAST, head_config
 
 LOWER = ("0", "1", "2", "3", "4")
 UPPER = ("5", "6", "7", "8", "9")
@@ -41,23 +41,7 @@ TAPPED = "features-of-src"  # a features study that taps the source's network on
 DIGITS_ROOT = Path("studies/datasets")  # the bundled digits need no folder
 SETTINGS = TrainSettings(max_epochs=2, patience=2, device=torch.device("cpu"), seed=0, metric="val_accuracy")
 # A linear classifier on the flattened 4x4 grid of the last block: the users' CNN's own head, without its hidden layer.
-HEAD = FinetuneConfig(
-    cut="block3",
-    head_width=64,
-    head_depth=0,
-    head_batchnorm=False,
-    head_dropout=0.0,
-    weight_decay=1e-4,
-    optimizer="adam",
-    lr=1e-3,
-    momentum=0.0,
-    batch_size=32,
-    unfreeze_blocks=0,
-    backbone_lr_factor=1.0,
-    head_only_epochs=0,
-    augment="none",
-    head_pool="flatten",
-)
+HEAD = head_config(cut="block3", weight_decay=1e-4, batch_size=32, head_pool="flatten")
 
 
 @dataclasses.dataclass(frozen=True)

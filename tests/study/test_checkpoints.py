@@ -12,26 +12,11 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.errors import UserError
 from search.kinds import get_kind
 from search.study.checkpoints import CHECKPOINT_ATTR, KEPT_MODELS, load_checkpoint, save_if_among_best
-from search.training.configs import FinetuneConfig
 from search.training.core import METRICS, EpochMetrics, Status, TrialResult
+from tests.helpers import head_config
 
 KIND = get_kind("finetune")
-CONFIG = FinetuneConfig(
-    cut="conv_head",
-    head_width=64,
-    head_depth=0,
-    head_batchnorm=False,
-    head_dropout=0.0,
-    weight_decay=0.0,
-    optimizer="adam",
-    lr=1e-3,
-    momentum=0.0,
-    batch_size=16,
-    unfreeze_blocks=0,
-    backbone_lr_factor=1.0,
-    head_only_epochs=0,
-    augment="none",
-)
+CONFIG = head_config()
 
 
 def result(value: float, metric: str, *, weights: float = 1.0, model: bool = True) -> TrialResult:

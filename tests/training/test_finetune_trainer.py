@@ -14,7 +14,6 @@ from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
 from search.models.backbones import Backbone
 from search.models.prefix_cache import FrozenPrefixCache
-from search.training.configs import FinetuneConfig
 from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings
 from search.training.finetune import (
     _Network,
@@ -25,23 +24,18 @@ from search.training.finetune import (
     train_finetune,
     warmup_cosine,
 )
+from tests.helpers import head_config
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)
-HEAD_ONLY = FinetuneConfig(
+HEAD_ONLY = head_config(
     cut="block5",
     head_width=128,
     head_depth=1,
     head_batchnorm=True,
     head_dropout=0.1,
     weight_decay=1e-4,
-    optimizer="adam",
     lr=3e-3,
-    momentum=0.0,
     batch_size=32,
-    unfreeze_blocks=0,
-    backbone_lr_factor=1.0,
-    head_only_epochs=0,
-    augment="none",
 )
 
 
