@@ -222,6 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
         errors.print(f"[red]error:[/] the study storage failed ({storage_error_line(exc)})", highlight=False)
         return 1
+    except KeyboardInterrupt:  # a refit trains for minutes: Ctrl-C ends it with one line, not a traceback
+        out = getattr(args, "out", None)
+        written = out is not None and out.exists()
+        left = f"; {out} may hold part of the export: remove it before exporting there again" if written else ""
+        errors.print(f"[yellow]interrupted[/]: the study is as it was{left}", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":
