@@ -16,11 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search.kinds import StudyKind
+from search.results.costs import pareto_front
 from search.results.text import format_pairs
 from search.study.record import best_completed, completed_trials, finished_count, stored_test
 from search.study.spec import StudySpec
 from search.study.storage import mask_password
-from search.study.trial_facts import TrialFacts, feasible
+from search.study.trial_facts import TrialFacts, feasible, objective_value
 from search.training.configs import BACKBONE_PARAM
 from search.training.words import in_words
 
@@ -78,7 +79,8 @@ class StudyProgress:
         )
         finished = finished_count(study)
         best = best_completed(study)
-        best_text = f"{best.value:.4f}" if best is not None and best.value is not None else "-"
+        value = objective_value(best) if best is not None else None
+        best_text = f"{value:.4f}" if value is not None else "-"
         self.progress.update(self.task, completed=min(finished, self.spec.trials), best=best_text)
 
 
@@ -120,6 +122,16 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         if BACKBONE_PARAM in best.params:  # a study that searched backbones: which one won
             approach += f" on {best.params[BACKBONE_PARAM]}"
         lines.append(f"Best trial {best.number} ({approach}){val}.")
+    if spec.pareto:
+        timed = [t for t in completed_trials(study) if feasible(t) and TrialFacts.of(t).timed]
+        front = ", ".join(
+            f"#{t.number} {TrialFacts.of(t).val_accuracy:.1%} {TrialFacts.of(t).latency_ms_b1:.1f} ms"
+            for t in pareto_front(timed)
+        )
+        lines.append(f"Pareto front (val accuracy, ms/image at batch 1), fastest first: {front or 'no timed trial'}.")
+        lines.append(
+            f"  export any of them: python -m search export --study-name {shlex.quote(spec.name)} --trial N --out DIR"
+        )
     test = stored_test(study)  # only when it is for the current best trial
     if test is not None:
         lines.append(

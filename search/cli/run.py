@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where decoded images and extracted backbone features are cached",
     )
     parser.add_argument(
+        "--objectives",
+        type=lambda text: tuple(part.strip() for part in text.split(",")),
+        default=defaults.objectives,
+        metavar="accuracy[,latency]",
+        help="accuracy,latency: a Pareto study of the metric and batch-1 latency; its report lists the front and "
+        "export --trial N takes any trial of it (Optuna prunes no multi-objective study: pruning is off there)",
+    )
+    parser.add_argument(
         "--max-latency-ms",
         type=float,
         default=None,
@@ -206,7 +214,12 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
         console.print(
             f"study [bold]{spec.name}[/]: {data.name} ({len(data.labels)} images, {data.num_classes} classes, "
             f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}, {data.image_size}px), "
-            f"{_backbones_line(prepared)} on {prepared.resolved.device}, {spec.metric} {spec.direction}d",
+            f"{_backbones_line(prepared)} on {prepared.resolved.device}, {spec.metric} {spec.direction}d"
+            + (
+                " against latency (a Pareto study: no pruning, Optuna prunes no multi-objective study)"
+                if spec.pareto
+                else ""
+            ),
             highlight=False,
         )
         for name, setup in prepared.setups.items():

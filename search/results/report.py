@@ -41,7 +41,7 @@ from search.study.plots import DPI, plot_confusion, plot_curves
 from search.study.record import StudyRecord, completed_trials, record_of, trial_artifacts
 from search.study.refit import stored_refit
 from search.study.scores import Classification
-from search.study.trial_facts import TrialFacts, feasible
+from search.study.trial_facts import TrialFacts, feasible, objective_value
 
 MAX_GROUPS = 6  # tables in "By choice"
 MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice
@@ -138,13 +138,20 @@ def _order(value: object) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
+def metric_target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
+    """What Optuna's importances and plots read: the trial's value, or in a Pareto study its metric (the first)."""
+    if len(study.directions) == 1:
+        return None
+    return lambda trial: trial.values[0]
+
+
 def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     """fANOVA importances (seeded, so a report is reproducible), or ({}, why) when the study is too small."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            return optuna.importance.get_param_importances(study, evaluator=evaluator), ""
+            return optuna.importance.get_param_importances(study, evaluator=evaluator, target=metric_target(study)), ""
     except (ValueError, RuntimeError) as exc:
         return {}, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -177,7 +184,7 @@ def choice_params(study: optuna.Study, importances: dict[str, float], main_choic
 
 def _section_groups(report: Report, study: optuna.Study, importances: dict[str, float]) -> None:
     report.add("## By choice", "")
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     metric = metric_name(report)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     names = choice_params(study, importances, _main_choices(report.record, study))
@@ -190,7 +197,7 @@ def _section_groups(report: Report, study: optuna.Study, importances: dict[str, 
                 groups.setdefault(trial.params[name], []).append(trial)
         rows = []
         for value, trials in sorted(groups.items(), key=lambda item: _order(item[0])):
-            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+            values = [v for t in trials if t.state == TrialState.COMPLETE and (v := objective_value(t)) is not None]
             accuracies = [a for a in (TrialFacts.of(t).val_accuracy for t in trials) if a is not None]
             best = (max if maximize else min)(values) if values else None
             rows.append(
@@ -232,12 +239,13 @@ def _figures_search(
 ) -> None:
     """Optuna's optimisation history and fANOVA importances."""
     vis = optuna.visualization.matplotlib
-    path, why = _optuna_figure(lambda: vis.plot_optimization_history(study), folder / "history.png")
+    target = metric_target(study)
+    path, why = _optuna_figure(lambda: vis.plot_optimization_history(study, target=target), folder / "history.png")
     report.figure(path, "optimisation history", missing=f"optimisation history not available: {why}")
     if importances:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         path, why = _optuna_figure(
-            lambda: vis.plot_param_importances(study, evaluator=evaluator), folder / "importances.png"
+            lambda: vis.plot_param_importances(study, evaluator=evaluator, target=target), folder / "importances.png"
         )
         report.figure(path, "parameter importances", missing=f"parameter importances not available: {why}")
     else:
@@ -249,7 +257,9 @@ def _section_parallel(report: Report, study: optuna.Study, importances: dict[str
     report.add("## Parallel coordinates", "")
     important = list(importances)[:PARALLEL_PARAMS]
     path, why = _optuna_figure(
-        lambda: vis.plot_parallel_coordinate(study, params=important or None), folder / "parallel.png", size=(11, 5)
+        lambda: vis.plot_parallel_coordinate(study, params=important or None, target=metric_target(study)),
+        folder / "parallel.png",
+        size=(11, 5),
     )
     report.figure(path, "parallel coordinates", missing=f"not available: {why}")
 

@@ -26,7 +26,7 @@ from search.data.sources import VAL
 from search.errors import UserError
 from search.study.plots import plot_confusion, plot_curves
 from search.study.scores import classify
-from search.study.trial_facts import VAL_MACRO_F1
+from search.study.trial_facts import VAL_MACRO_F1, objective_value
 from search.training.core import METRICS, Status, TrialResult, better
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def earns_a_figure(trial: optuna.Trial, result: TrialResult, metric: str) -> boo
     if result.best is None:
         return False
     complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    known = [t.value for t in complete if t.value is not None]
+    known = [value for t in complete if (value := objective_value(t)) is not None]
     if len(known) < FIGURES_FOR_EVERY_TRIAL_UP_TO:
         return True
     share = FIGURE_SHARE if METRICS[metric] == "minimize" else 1 - FIGURE_SHARE

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.kinds import StudyKind
-from search.study.trial_facts import feasible
+from search.study.trial_facts import feasible, objective_value
 from search.training.core import TrialResult, better
 
 CHECKPOINT_ATTR = "checkpoint_artifact_id"  # trial user attr: the artifact holding its trained model
@@ -36,7 +36,7 @@ VAL_PREDICTIONS_FILE = "val_predictions.npz"
 
 def feasible_values(study: optuna.Study) -> list[float]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t.value for t in complete if t.value is not None and feasible(t)]
+    return [value for t in complete if (value := objective_value(t)) is not None and feasible(t)]
 
 
 def among_best(value: float, others: list[float], metric: str) -> bool:
@@ -53,9 +53,10 @@ def release_beaten(study: optuna.Study, store: Any, newcomer: float, metric: str
     values = [*feasible_values(study), newcomer]
     released = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if CHECKPOINT_ATTR not in trial.user_attrs or trial.value is None:
+        value = objective_value(trial)
+        if CHECKPOINT_ATTR not in trial.user_attrs or value is None:
             continue
-        if among_best(trial.value, values, metric):
+        if among_best(value, values, metric):
             continue
         for key in (CHECKPOINT_ATTR, VAL_PREDICTIONS_ATTR):
             if key in trial.user_attrs:

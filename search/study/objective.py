@@ -20,7 +20,7 @@ from search.study.checkpoints import save_if_among_best
 from search.study.costs import CostMeter
 from search.study.spec import LATENCY_LIMIT, SIZE_LIMIT
 from search.training.configs import BACKBONE_PARAM
-from search.training.core import EpochMetrics, Status, TrainSettings, TrialFailed, TrialResult
+from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings, TrialFailed, TrialResult
 
 log = logging.getLogger(__name__)
 UNMEASURED = 1e9  # the constraint of a model that could not be timed: it cannot be shown to fit, so it does not
@@ -37,6 +37,7 @@ class Resources:
     artifact_store: FileSystemArtifactStore | None = None  # None: trials keep no files (unit tests)
     costs: CostMeter | None = None  # None: complete trials are not timed (unit tests)
     limits: dict[str, float] = dataclasses.field(default_factory=dict)  # StudySpec.limits: constraints to set
+    latency_objective: bool = False  # a Pareto study (--objectives accuracy,latency): latency is a second value
 
 
 class TrialReporter:
@@ -120,14 +121,14 @@ def make_objective(
     suggest: Callable[[optuna.trial.BaseTrial, Any], Any],
     context: Any,
     resources: Resources | Mapping[str, Resources],
-) -> Callable[[optuna.Trial], float]:
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
     """An Optuna objective: suggest a config, train it with the shared resources, report, return.
 
     Given each backbone's context and resources by name (a study that searches several), a trial first
     draws its `backbone`, then the space proposes a config on that backbone's context.
     """
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         try:
             if isinstance(resources, Mapping):
                 name = trial.suggest_categorical(BACKBONE_PARAM, list(resources))
@@ -137,12 +138,13 @@ def make_objective(
             trial.set_user_attr(attr.FAIL_REASON, "interrupted by the user (Ctrl-C or SIGTERM)")
             raise
 
-    def run_trial(trial: optuna.Trial, context: Any, resources: Resources) -> float:
+    def run_trial(trial: optuna.Trial, context: Any, resources: Resources) -> float | tuple[float, float]:
         kind = resources.kind
         try:
             config = checked_config(suggest(trial, context), kind)
             settings = dataclasses.replace(resources.settings, seed=resources.settings.seed + trial.number)
-            reporter = TrialReporter(trial, settings.metric)
+            # Optuna takes no intermediate values from a multi-objective trial: nothing to report, nothing prunes it
+            reporter = NullReporter() if resources.latency_objective else TrialReporter(trial, settings.metric)
             result = kind.train(config, resources.prepared, resources.backbone, reporter, settings)
         except (TrialFailed, UserError) as exc:  # a space or trainer that cannot go on says why
             trial.set_user_attr(attr.FAIL_REASON, str(exc))
@@ -163,6 +165,9 @@ def make_objective(
             raise optuna.TrialPruned(result.reason)  # informative for the sampler: this region diverges
         if result.status is not Status.COMPLETE or result.best is None:
             raise TrialFailed(result.reason or result.status.value)
-        return result.best.value(settings.metric)
+        value = result.best.value(settings.metric)
+        if resources.latency_objective:
+            return value, float(trial.user_attrs.get(attr.LATENCY_MS_B1, UNMEASURED))
+        return value
 
     return objective

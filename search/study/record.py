@@ -21,7 +21,7 @@ from search.errors import UserError
 from search.kinds import SourceTrial, StudyKind, get_kind
 from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
 from search.study.spec import StudySpec
-from search.study.trial_facts import CONFIG, FAIL_REASON, feasible
+from search.study.trial_facts import CONFIG, FAIL_REASON, feasible, objective_value
 from search.training.configs import BACKBONE_PARAM
 from search.training.stage_costs import StageCosts
 
@@ -232,9 +232,9 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
 
     The first is the study's best only when it is feasible (Optuna's best_trial agrees).
     """
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    return sorted(done, key=lambda t: (feasible(t), sign * (t.value or 0.0)), reverse=True)
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    return sorted(done, key=lambda t: (feasible(t), sign * (objective_value(t) or 0.0)), reverse=True)
 
 
 def best_completed(study: optuna.Study) -> FrozenTrial | None:

@@ -210,10 +210,10 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
     study = optuna.create_study(
         study_name=spec.name,
         storage=opened.storage,
-        direction=spec.direction,
+        directions=spec.directions,
         # offset by the trials so far and the worker's index, so no resume or worker replays another's draws
         sampler=make_sampler(spec.sampler, worker_seed(spec.seed, opened.stored.trials if opened.stored else 0)),
-        pruner=make_pruner(spec.pruner, spec.max_epochs),
+        pruner=make_pruner("none" if spec.pareto else spec.pruner, spec.max_epochs),
         load_if_exists=True,
     )
     if opened.stored is None or opened.stored.split is None:  # this process made the split: record it, unless beaten
@@ -245,6 +245,7 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
             artifact_store=opened.store,
             costs=CostMeter(resolved.image_size, settings.device),
             limits=spec.limits,
+            latency_objective=spec.pareto,
         )
         setups[backbone.name] = BackboneSetup(context, resources, plan)
     if budget is not None:

@@ -32,7 +32,10 @@ IDENTITY_FIELDS = (
     "patience",
     "max_latency_ms",
     "max_size_mb",
+    "objectives",
 )
+ACCURACY, LATENCY = "accuracy", "latency"  # --objectives: the study's metric alone, or it and batch-1 latency
+OBJECTIVE_CHOICES = ((ACCURACY,), (ACCURACY, LATENCY))
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,16 @@ class StudySpec:
     max_size_mb: float | None = None  # the exported model's weights
     seed: int = 0
     device: str = "auto"
+    # ("accuracy", "latency"): a Pareto study of the metric and batch-1 latency (Optuna prunes no such study)
+    objectives: tuple[str, ...] = (ACCURACY,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "warm_start", tuple(self.warm_start))  # argparse and a stored record give lists
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        if self.objectives not in OBJECTIVE_CHOICES:
+            raise UserError(
+                f"--objectives {','.join(self.objectives)}: pass accuracy (the default) or accuracy,latency"
+            )
         problems = []
         if self.trials < 1:
             problems.append("--trials must be at least 1")
@@ -136,6 +146,16 @@ class StudySpec:
     def direction(self) -> Literal["minimize", "maximize"]:
         return METRICS[self.metric]
 
+    @property
+    def pareto(self) -> bool:
+        """Whether the study trades its metric against latency (two objectives) instead of the metric alone."""
+        return LATENCY in self.objectives
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        """Optuna's study directions: the metric's, then latency's (lower is better) in a Pareto study."""
+        return [self.direction, "minimize"] if self.pareto else [self.direction]
+
     def default_study_name(self, *, with_backbone: bool = True) -> str:
         """<space>-<data>[-<classes>]-<backbone>; without the backbone for kinds that stand on none (scratch)."""
         data = Path(self.data).name or self.data
@@ -165,6 +185,7 @@ class StudySpec:
         record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
         record["classes"] = list(self.classes) if self.classes else None
         record["warm_start"] = list(self.warm_start)
+        record["objectives"] = list(self.objectives)
         record["storage"] = mask_password(self.storage)
         record["study_name"] = self.name
         return record

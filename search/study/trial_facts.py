@@ -33,6 +33,11 @@ PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"  # why it failed, on its console line and in the dashboard
 
 
+def objective_value(trial: FrozenTrial) -> float | None:
+    """The study's metric for the trial: its only value, or its first in a Pareto study (the second is latency)."""
+    return trial.values[0] if trial.values else None
+
+
 def feasible(trial: FrozenTrial) -> bool:
     """Whether the trial meets the study's deployment constraints (all of them zero or less; none: it does)."""
     return all(value <= 0.0 for value in trial.constraints.values())
