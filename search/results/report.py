@@ -30,7 +30,7 @@ from search.errors import UserError
 from search.results.answer import section_answer, section_methods, section_settings, trial_words
 from search.results.compare import Compared, comparison_lines
 from search.results.costs import section_costs
-from search.results.ensemble import stored_ensemble
+from search.results.ensemble_section import section_ensemble
 from search.results.html import to_html
 from search.results.reading import best_trial
 from search.results.sections import Report, data_record, metric_name, num
@@ -39,7 +39,6 @@ from search.study.artifacts import CONFUSION_FILE, PER_CLASS_FILE, fetch_artifac
 from search.study.evaluation import evaluate_on_test, stored_test_part
 from search.study.plots import DPI, plot_confusion, plot_curves
 from search.study.record import StudyRecord, completed_trials, record_of, trial_artifacts
-from search.study.refit import stored_refit
 from search.study.scores import Classification
 from search.study.trial_facts import TrialFacts, feasible, objective_value
 
@@ -68,67 +67,6 @@ def _section_top(report: Report, study: optuna.Study, done: list[FrozenTrial]) -
         )
     header = ("rank", "trial", "val acc", "val loss", "epochs", "seconds", "ms/image", "configuration")
     report.add(*markdown_table(header, rows))
-
-
-def _section_ensemble(report: Report, study: optuna.Study) -> None:
-    """The last ensemble (python -m search ensemble) and refit (export --refit) beside the best trial, or how to build them."""
-    report.add("## Ensemble and refit", "")
-    summary = stored_ensemble(study)
-    refit = stored_refit(study)
-    if summary is None and refit is None:
-        report.add(
-            f"_Neither built yet: `python -m search ensemble --study-name {study.study_name}` combines the best "
-            "trials; `python -m search export --refit` trains the best one again on train + validation._",
-            "",
-        )
-        return
-    rows = []
-    if summary is not None:
-        best = TrialFacts.of(study.trials[summary.best_trial])
-        members = ", ".join(f"#{t} x{w:.2f}" for t, w in zip(summary.trials, summary.weights, strict=True))
-        refit_words = ", refit on train + validation" if summary.refit else ""
-        rows.append(
-            (
-                f"ensemble ({members}{refit_words})",
-                percent(summary.val_accuracy),
-                percent(summary.test_accuracy),
-                *costs(summary.latency_ms_b1, summary.size_bytes),
-            )
-        )
-        rows.append(
-            (
-                f"best trial #{summary.best_trial}",
-                percent(summary.best_val_accuracy),
-                percent(summary.best_test_accuracy),
-                *costs(best.latency_ms_b1, best.size_bytes),
-            )
-        )
-    if refit is not None:
-        facts = TrialFacts.of(study.trials[refit.trial])
-        if summary is None:  # the trial itself, as the search trained it, beside its refit
-            rows.append(
-                (
-                    f"trial #{refit.trial}",
-                    percent(facts.val_accuracy),
-                    percent(refit.trial_test_accuracy),
-                    *costs(facts.latency_ms_b1, facts.size_bytes),
-                )
-            )
-        name = f"trial #{refit.trial} refit on {refit.train_images} train + validation images, {refit.epochs} epochs"
-        rows.append((name, "-", percent(refit.test_accuracy), *costs(facts.latency_ms_b1, facts.size_bytes)))
-    report.add(*markdown_table(("model", "val acc", "test acc", "ms/image", "MB"), rows))
-    report.add(
-        "An ensemble is selected on validation; every model here is scored once on the test split. "
-        "An ensemble's members run one after another: their latencies and sizes add up.",
-        "",
-    )
-
-
-def costs(latency_ms: float | None, size_bytes: int | None) -> tuple[str, str]:
-    return (
-        "-" if latency_ms is None else f"{latency_ms:.1f}",
-        "-" if size_bytes is None else f"{size_bytes / 1e6:.1f}",
-    )
 
 
 def _order(value: object) -> tuple[int, float, str]:
@@ -353,7 +291,7 @@ def write_report(
         importances, unimportant = param_importances(study)
         section_answer(report, study, best, test, untested)
         section_methods(report, study)
-        _section_ensemble(report, study)
+        section_ensemble(report, study)
         report.add("## Figures", "")
         _figures_best(report, study, best, test, store, work)
         _figures_search(report, study, importances, unimportant, work)

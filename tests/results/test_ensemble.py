@@ -11,16 +11,18 @@ import optuna
 import pytest
 import torch
 
+from search.cli.results import main as results_main
 from search.errors import UserError
 from search.results.bundles import load_bundle, save_bundle, save_onnx_bundle
 from search.results.ensemble import build_ensemble, scored, select, stored_ensemble
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel
+from search.results.ensemble_section import section_ensemble
 from search.results.onnx_bundle import BUNDLE_FILE
 from search.results.reading import artifact_store_for
-from search.results.report import write_report
+from search.results.sections import Report
 from search.study.checkpoints import CHECKPOINT_ATTR, VAL_PREDICTIONS_ATTR
 from search.study.evaluation import stored_test_part
-from search.study.record import best_completed
+from search.study.record import best_completed, record_of
 from search.study.trial_facts import TrialFacts
 from tests.results_study import REAL_PHOTOS, FinishedStudy, assert_onnx_agrees, finished_study, pixels, run_search
 
@@ -136,16 +138,15 @@ def test_bad_ensemble_requests_are_one_line_errors(features_study: FinishedStudy
 
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "file").touch()
-    result = run_search(tmp_path, "ensemble", *features_study.args(), "--out", str(tmp_path / "used"))
-    assert result.returncode == 2 and "is not an empty folder" in result.stderr
+    assert results_main(["ensemble", *features_study.args(), "--out", str(tmp_path / "used")]) == 2
 
 
-def test_the_report_shows_the_ensemble_beside_the_best_trial(features_study: FinishedStudy, tmp_path: Path) -> None:
+def test_the_report_shows_the_ensemble_beside_the_best_trial(features_study: FinishedStudy) -> None:
     study = features_study.load()
-    store = artifact_store_for(study, None)
-    _, summary = build_ensemble(study, store, device=CPU)
-    markdown, _ = write_report(features_study.load(), store, tmp_path, device=CPU)
-    section = markdown.read_text().split("## Ensemble and refit")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    _, summary = build_ensemble(study, artifact_store_for(study, None), device=CPU)
+    report = Report(record_of(study))
+    section_ensemble(report, features_study.load())
+    rows = [line for line in report.lines if line.startswith("| ")]
+    assert report.lines[0] == "## Ensemble and refit"
     assert rows[1].startswith("| ensemble (#") and f"{summary.test_accuracy:.2%}" in rows[1]
     assert rows[2].startswith(f"| best trial #{summary.best_trial} |")
