@@ -125,7 +125,9 @@ def test_the_ensemble_command_exports_and_ends_with_its_one_line_answer(
     assert isinstance(loaded, EnsembleModel) and len(loaded.members) == int(match[1])
 
 
-def test_bad_ensemble_requests_are_one_line_errors(features_study: FinishedStudy, tmp_path: Path) -> None:
+def test_bad_ensemble_requests_are_one_line_errors(
+    features_study: FinishedStudy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = features_study.load()
     with pytest.raises(UserError, match="at least one trial"):
         build_ensemble(study, artifact_store_for(study, None), size=0, device=CPU)
@@ -139,6 +141,7 @@ def test_bad_ensemble_requests_are_one_line_errors(features_study: FinishedStudy
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "file").touch()
     assert results_main(["ensemble", *features_study.args(), "--out", str(tmp_path / "used")]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
 
 
 def test_the_report_shows_the_ensemble_beside_the_best_trial(features_study: FinishedStudy) -> None:
