@@ -21,13 +21,13 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
 from search.errors import UserError
+from search.kinds import TrainedModel
 from search.progress import progress_bar
 from search.results.ensemble_model import EnsembleModel
 from search.study.checkpoints import CHECKPOINT_ATTR, load_val_predictions
 from search.study.evaluation import SCORE_BATCH, evaluate_on_test, stored_test_part
 from search.study.record import best_completed, completed_trials
 from search.study.refit import Refitter
-from search.study.scores import classify
 from search.study.trained import load_trial_model
 from search.study.trial_facts import TrialFacts, feasible
 
@@ -151,25 +151,20 @@ def build_ensemble(
     counts = select([c.probabilities for c in found], labels, size=size)
     chosen = [(c, n) for c, n in zip(found, counts, strict=True) if n]
     weights = [n / sum(counts) for _, n in chosen]
-    val_probabilities = sum(w * c.probabilities for (c, _), w in zip(chosen, weights, strict=True))
-    assert isinstance(val_probabilities, np.ndarray)
+    val_probabilities = weighted([c.probabilities for c, _ in chosen], weights)
     images, test_labels = stored_test_part(study)
-    if refitter is not None:
-        refits = [refitter.refit(c.trial) for c, _ in chosen]
-        members = [refit[0] for refit in refits]
-        refit_probabilities = sum(w * refit[2] for w, refit in zip(weights, refits, strict=True))
-    else:
-        members = [load_trial_model(study, c.trial, store, device=device) for c, _ in chosen]
+    members, refit_test = rebuilt_members(study, store, [c.trial for c, _ in chosen], device, refitter)
     model = EnsembleModel(
         members, weights, [c.trial.number for c, _ in chosen], members[0].class_names, members[0].image_size
     )
     test_accuracy = None
-    if refitter is not None:
-        assert isinstance(refit_probabilities, np.ndarray)
-        test_accuracy = scored(refit_probabilities, test_labels.numpy())[0]  # the refit trainers' one test pass
-    elif len(test_labels):
-        probabilities = predict_in_batches(model, images, f"scoring the ensemble on {len(test_labels)} test images")
-        test_accuracy = classify(test_labels.numpy(), probabilities, model.class_names).accuracy
+    if len(test_labels):
+        test_probabilities = (
+            weighted(refit_test, weights)  # the refit trainers scored the test split once each
+            if refit_test is not None
+            else predict_in_batches(model, images, f"scoring the ensemble on {len(test_labels)} test images")
+        )
+        test_accuracy = scored(test_probabilities, test_labels.numpy())[0]
     best = best_completed(study)
     assert best is not None, "a candidate is a feasible complete trial"
     tested = evaluate_on_test(study, store, device=device, test_part=lambda: (images, test_labels))
@@ -190,6 +185,24 @@ def build_ensemble(
     )
     study.set_user_attr(ENSEMBLE_ATTR, summary.to_record())
     return model, summary
+
+
+def weighted(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    return np.sum([w * p for w, p in zip(weights, probabilities, strict=True)], axis=0)
+
+
+def rebuilt_members(
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    trials: list[FrozenTrial],
+    device: torch.device,
+    refitter: Refitter | None,
+) -> tuple[list[TrainedModel], list[np.ndarray] | None]:
+    """The members' models as their trials kept them; or refit, with each refit's test probabilities."""
+    if refitter is None:
+        return [load_trial_model(study, trial, store, device=device) for trial in trials], None
+    refits = [refitter.refit(trial) for trial in trials]
+    return [model for model, _, _ in refits], [test for _, _, test in refits]
 
 
 def summed(values: list[Any]) -> Any:
