@@ -23,7 +23,7 @@ from search.data.sources import TEST, TRAIN, VAL
 from search.errors import UserError
 from search.kinds import ModelInputs, TrainedModel
 from search.study.evaluation import evaluate_on_test, stored_test_part
-from search.study.record import record_of
+from search.study.record import RESOLVED_ATTR, SPEC_ATTR, record_of
 from search.study.scores import Classification, classify
 from search.study.spec import StudySpec
 from search.study.trial_facts import TrialFacts
@@ -34,6 +34,8 @@ REFIT_ATTR = "refit"  # study user attr: the last refit and its test score
 
 @dataclass(frozen=True)
 class RefitSummary:
+    """What a refit scored on test beside the trial's own model, stored on the study for the report."""
+
     trial: int
     epochs: int
     train_images: int  # train + validation
@@ -81,7 +83,10 @@ class Refitter:
             self.record.made, storage=storage, trials=1, warm_start=(), time_budget=None, device=device, workers=1
         )
         self.seed = spec.seed
+        recorded = {key: study.user_attrs[key] for key in (SPEC_ATTR, RESOLVED_ATTR)}
         self.prepared = prepare(spec)
+        for key, value in recorded.items():  # prepare() records the spec it ran: the study's own stays
+            study.set_user_attr(key, value)
 
     def refit(self, trial: FrozenTrial) -> tuple[TrainedModel, Classification, np.ndarray]:
         """The trial's configuration trained on train + validation: its model, test scores and test probabilities."""

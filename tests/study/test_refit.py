@@ -54,6 +54,7 @@ def test_a_refit_model_scores_on_test_what_it_reports_and_the_study_records_it(
     """A finetune trial in process (the features one runs through the command line below)."""
     finished = finished_study(tmp_path_factory, "finetune")
     study = finished.load()
+    recorded = study.user_attrs["spec"]
     trial = best_trial(study)
     model, summary = refit_trial(study, trial, artifact_store_for(study, None), storage=finished.storage, device="cpu")
     assert summary.trial == trial.number and summary.epochs == trial.user_attrs["best_epoch"]
@@ -65,6 +66,7 @@ def test_a_refit_model_scores_on_test_what_it_reports_and_the_study_records_it(
     assert summary.trial_test_accuracy == study.user_attrs["test_evaluation"]["accuracy"]
     assert finished.load().user_attrs[REFIT_ATTR]["test_accuracy"] == summary.test_accuracy
     assert len(finished.load().trials) == len(study.trials), "refitting adds no trial"
+    assert finished.load().user_attrs["spec"] == recorded, "nor changes what the study records it was asked"
 
 
 def test_export_refit_writes_a_bundle_predict_reads(features_study: FinishedStudy, tmp_path: Path) -> None:
