@@ -94,7 +94,7 @@ def dashboard_command(storage: str, artifact_dir: Path = DEFAULTS.artifact_dir) 
     return command
 
 
-def report_command(spec: StudySpec, command_name: str = "report") -> str:
+def results_command(spec: StudySpec, command_name: str) -> str:
     """`python -m search report` (or another results command) on this study, its storage named when not the default."""
     command = f"python -m search {command_name} --study-name {shlex.quote(spec.name)}"
     return command + (
@@ -124,10 +124,8 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         lines.append(f"Best trial {best.number} ({approach}){val}.")
     if spec.pareto:
         timed = [t for t in completed_trials(study) if feasible(t) and TrialFacts.of(t).timed]
-        front = ", ".join(
-            f"#{t.number} {TrialFacts.of(t).val_accuracy:.1%} {TrialFacts.of(t).latency_ms_b1:.1f} ms"
-            for t in pareto_front(timed)
-        )
+        on_front = [(t.number, TrialFacts.of(t)) for t in pareto_front(timed)]
+        front = ", ".join(f"#{n} {f.val_accuracy:.1%} {f.latency_ms_b1:.1f} ms" for n, f in on_front)
         lines.append(f"Pareto front (val accuracy, ms/image at batch 1), fastest first: {front or 'no timed trial'}.")
         lines.append(
             f"  export any of them: python -m search export --study-name {shlex.quote(spec.name)} --trial N --out DIR"
@@ -142,9 +140,9 @@ def closing_message(study: optuna.Study, spec: StudySpec, seconds: float, kind: 
         "Inspect the trials (curves, confusion matrices) with:",
         f"  {dashboard_command(spec.storage, spec.artifact_dir)}",
         "Write a report with:",
-        f"  {report_command(spec)}",
+        f"  {results_command(spec, 'report')}",
         "Combine the best trials into an ensemble with:",
-        f"  {report_command(spec, 'ensemble')}",
+        f"  {results_command(spec, 'ensemble')}",
     ]
     return "\n".join(lines)
 

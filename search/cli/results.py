@@ -149,24 +149,22 @@ def _export(args: argparse.Namespace, console: Console) -> int:
             device=args.device,
             onnx=args.format == "onnx",
         )
-        console.print(
-            f"exported the refit of trial {summary.trial} of {study.study_name} to {args.out}; "
-            f"try: python -m search predict --model {args.out} IMAGES...",
-            highlight=False,
-            soft_wrap=True,
-        )
+        print_exported(console, f"the refit of trial {summary.trial} of {study.study_name}", args.out)
         console.print(summary.line(), highlight=False, soft_wrap=True)
         return 0
     trial = export_model(
         study, store, args.out, trial_number=args.trial, device=resolve_device(args.device), onnx=args.format == "onnx"
     )
+    print_exported(console, f"trial {trial.number} of {study.study_name}", args.out)
+    return 0
+
+
+def print_exported(console: Console, what: str, out: Path) -> None:
     console.print(
-        f"exported trial {trial.number} of {study.study_name} to {args.out}; "
-        f"try: python -m search predict --model {args.out} IMAGES...",
+        f"exported {what} to {out}; try: python -m search predict --model {out} IMAGES...",
         highlight=False,
         soft_wrap=True,
     )
-    return 0
 
 
 def _ensemble(args: argparse.Namespace, console: Console) -> int:
@@ -186,11 +184,7 @@ def _ensemble(args: argparse.Namespace, console: Console) -> int:
     model, summary = build_ensemble(study, store, size=args.size, device=resolve_device(args.device), refitter=refitter)
     if args.out is not None:
         (save_onnx_bundle if args.format == "onnx" else save_bundle)(model, args.out)
-        console.print(
-            f"exported the ensemble to {args.out}; try: python -m search predict --model {args.out} IMAGES...",
-            highlight=False,
-            soft_wrap=True,
-        )
+        print_exported(console, "the ensemble", args.out)
     weights = ", ".join(f"#{t} x{w:.2f}" for t, w in zip(summary.trials, summary.weights, strict=True))
     console.print(f"members (trial x weight): {weights}", highlight=False, soft_wrap=True)
     console.print(summary.line(), highlight=False, soft_wrap=True)

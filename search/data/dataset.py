@@ -55,6 +55,10 @@ class Dataset:
         index = torch.from_numpy(np.flatnonzero(self.split == which))
         return self.images[index], self.labels[index]
 
+    def labels_of(self, which: int) -> np.ndarray:
+        """The labels of one split (TRAIN, VAL or TEST), in dataset order: held whether or not the images are."""
+        return self.labels.numpy()[self.split == which]
+
     def split_counts(self) -> dict[str, int]:
         return {
             name: int((self.split == code).sum()) for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))

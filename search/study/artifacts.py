@@ -83,8 +83,7 @@ def save_trial_artifacts(
             history = [dataclasses.asdict(m) for m in result.history]
             files.append(plot_curves(history, folder / CURVES_FILE, title=f"trial {trial.number}"))
         if result.val_probabilities is not None and len(result.val_probabilities):
-            labels = data.labels.numpy()[data.split == VAL]
-            scores = classify(labels, result.val_probabilities, data.class_names)
+            scores = classify(data.labels_of(VAL), result.val_probabilities, data.class_names)
             trial.set_user_attr(VAL_MACRO_F1, scores.macro_f1)
             if earns_a_figure(trial, result, metric):
                 title = f"trial {trial.number}: validation ({scores.accuracy:.1%})"

@@ -34,8 +34,7 @@ VAL_PREDICTIONS_ATTR = "val_predictions_artifact_id"  # trial user attr: a kept 
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
 
 
-def feasible_values(study: optuna.Study) -> list[float]:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def feasible_values(complete: list[FrozenTrial]) -> list[float]:
     return [value for t in complete if (value := objective_value(t)) is not None and feasible(t)]
 
 
@@ -44,15 +43,15 @@ def among_best(value: float, others: list[float], metric: str) -> bool:
     return sum(better(other, value, metric) for other in others) < KEPT_MODELS
 
 
-def release_beaten(study: optuna.Study, store: Any, newcomer: float, metric: str) -> list[int]:
+def release_beaten(complete: list[FrozenTrial], store: Any, newcomer: float, metric: str) -> list[int]:
     """Remove the kept files of finished trials that KEPT_MODELS others now beat; returns their numbers.
 
     The disk holds about KEPT_MODELS models however long the study runs. A file another worker
     removed already is no error.
     """
-    values = [*feasible_values(study), newcomer]
+    values = [*feasible_values(complete), newcomer]
     released = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for trial in complete:
         value = objective_value(trial)
         if CHECKPOINT_ATTR not in trial.user_attrs or value is None:
             continue
@@ -84,7 +83,8 @@ def save_if_among_best(
     if result.best is None or result.model is None or infeasible:
         return None
     value = result.best.value(metric)
-    if not among_best(value, feasible_values(trial.study), metric):
+    complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not among_best(value, feasible_values(complete), metric):
         return None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / kind.checkpoint_file
@@ -93,7 +93,7 @@ def save_if_among_best(
     trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
     if val_labels is not None and result.val_probabilities is not None:
         save_val_predictions(trial, result.val_probabilities, val_labels, store)
-    release_beaten(trial.study, store, value, metric)
+    release_beaten(complete, store, value, metric)
     return artifact_id
 
 

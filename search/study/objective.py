@@ -154,8 +154,7 @@ def make_objective(
             record_costs(trial, config, result, resources, resources.costs)  # constraints: before the checkpoint
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
-            data = resources.prepared.data
-            val_labels = data.labels.numpy()[data.split == VAL]
+            val_labels = resources.prepared.data.labels_of(VAL)
             save_if_among_best(
                 trial, kind, config, result, resources.artifact_store, metric=settings.metric, val_labels=val_labels
             )

@@ -123,8 +123,12 @@ class Refitter:
             device=settings.device,
         )
         model = kind.trained_model(facts.config, result.model, inputs)
-        labels = data.labels.numpy()[split == VAL]
+        labels = refit_prepared.data.labels_of(VAL)
         return model, classify(labels, result.val_probabilities, record.data.classes), result.val_probabilities
+
+    @property
+    def device(self) -> torch.device:
+        return self.prepared.first.resources.settings.device
 
     @property
     def train_images(self) -> int:
@@ -143,7 +147,7 @@ def refit_trial(
     """Train the trial's configuration again on train + validation, score it once on test, record both."""
     refitter = Refitter(study, storage=storage, device=device)
     model, scores, _ = refitter.refit(trial)
-    tested = evaluate_on_test(study, store, device=model_device(refitter), test_part=lambda: stored_test_part(study))
+    tested = evaluate_on_test(study, store, device=refitter.device, test_part=lambda: stored_test_part(study))
     own = tested["accuracy"] if tested and tested.get("trial") == trial.number else None
     summary = RefitSummary(
         trial=trial.number,
@@ -155,10 +159,6 @@ def refit_trial(
     )
     study.set_user_attr(REFIT_ATTR, summary.to_record() | {"test": scores.to_record()})
     return model, summary
-
-
-def model_device(refitter: Refitter) -> torch.device:
-    return refitter.prepared.first.resources.settings.device
 
 
 def stored_refit(study: optuna.Study) -> RefitSummary | None:

@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from rich.console import Console
 
-from search.cli.console import closing_message, dashboard_command, format_params, report_command, summary_table
+from search.cli.console import closing_message, dashboard_command, format_params, results_command, summary_table
 from search.kinds import get_kind
 from search.study.record import TEST_ATTR, completed_trials
 from search.study.spec import StudySpec
@@ -95,9 +95,12 @@ def test_a_password_with_a_slash_is_masked_too() -> None:
     assert "pa/ss" not in command
 
 
-def test_report_command_omits_the_default_storage_and_masks_a_password() -> None:
-    assert report_command(StudySpec(study_name="digits run")) == "python -m search report --study-name 'digits run'"
-    command = report_command(StudySpec(study_name="s1", storage=SECRET_URL))
+def test_results_command_omits_the_default_storage_and_masks_a_password() -> None:
+    assert (
+        results_command(StudySpec(study_name="digits run"), "report")
+        == "python -m search report --study-name 'digits run'"
+    )
+    command = results_command(StudySpec(study_name="s1", storage=SECRET_URL), "report")
     assert command == f"python -m search report --study-name s1 --storage '{MASKED_URL}'"
 
 
@@ -116,7 +119,7 @@ def test_closing_message_gives_the_best_trials_test_accuracy(study: FinishedStud
         f"accuracy {test['accuracy']:.2%}, macro F1 {test['macro_f1']:.3f}."
     )
     assert f"  {dashboard_command(study.storage, study.artifact_dir)}" in lines
-    assert f"  {report_command(spec_of(study))}" in lines
+    assert f"  {results_command(spec_of(study), 'report')}" in lines
 
 
 def test_closing_message_is_silent_about_a_test_of_a_trial_no_longer_best(study: FinishedStudy, tmp_path: Path) -> None:
