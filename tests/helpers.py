@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search.training.configs import FinetuneConfig
+from search.training.configs import FinetuneConfig, ScratchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "photos"  # real photos, see photos/README.md
@@ -53,6 +53,28 @@ def head_config(**changes: object) -> FinetuneConfig:
         unfreeze_blocks=0,
         backbone_lr_factor=1.0,
         head_only_epochs=0,
+        augment="none",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def scratch_config(**changes: object) -> ScratchConfig:
+    """A small scratch CNN (two blocks of 8 and 16 maps, an average-pooled linear head), changed where a test needs."""
+    base = ScratchConfig(
+        channels=(8, 16),
+        convs_per_block=1,
+        kernel_size=3,
+        batchnorm=True,
+        pool="max",
+        head_pool="avg",
+        fc_layers=0,
+        fc_width=16,
+        dropout=0.0,
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=16,
         augment="none",
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ LAYERS = {
     "search.errors": 0,
     "search.progress": 0,  # progress bars for the long steps, from any layer
     "search.allocator": 0,  # how the process keeps freed memory: set by whatever starts a study
-    "search._lazy": 0,  # the packages' lazy exports: every layer's __init__ may use it
+    "search._lazy": 0,
+    "search.bundle_format": 0,  # the file every model folder holds: torch-free, for ONNX bundles  # the packages' lazy exports: every layer's __init__ may use it
     "search.data": 1,
     "search.models": 2,
     "search.training": 3,

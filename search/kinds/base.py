@@ -2,7 +2,8 @@
 
 A kind decides everything that differs between studies that train a network (finetune) and studies
 that fit a classifier on extracted features (features): its config type, how its data is prepared,
-how a trial trains, how its trained model is kept in a checkpoint, rebuilt, bundled and described.
+how a trial trains, how its trained model is built, written to a bundle, read back and described.
+A trial keeps its model as the very bundle `export` writes (search.kinds.model_files).
 The runner, objective, checkpoints, export and console ask the study's kind; nothing else tests for one.
 """
 
@@ -49,8 +50,8 @@ class SourceTrial:
     number: int
     kind: str
     config: dict[str, Any]
-    checkpoint: Any  # its kind's stored model parts
-    checkpoint_id: str
+    model: Any  # its kept TrainedModel; None: the network's shape only (a bundle's weights fill it)
+    checkpoint_id: str  # the artifact holding its kept model
     backbone: str
     pretrained: str
     weights: str | None
@@ -90,7 +91,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """What rebuilding a trained model needs besides its config and checkpoint."""
+    """What building a trained model needs besides its config and trained parts."""
 
     backbone: Backbone  # fed with the study's recorded normalisation
     class_names: tuple[str, ...]
@@ -125,7 +126,6 @@ class StudyKind(ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type]
-    checkpoint_file: ClassVar[str]  # the file name of a trial's kept model in the artifact store
     main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
     # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
     stands_on_backbone: ClassVar[bool] = True
@@ -166,16 +166,8 @@ class StudyKind(ABC):
         """The held test images when this kind keeps them in memory; None: decode them from the source."""
 
     @abstractmethod
-    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        """Store a trial's trained parts (TrialResult.model) in one file."""
-
-    @abstractmethod
-    def read_checkpoint(self, path: Path) -> Any:
-        """The trained parts written by `write_checkpoint`."""
-
-    @abstractmethod
-    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> TrainedModel:
-        """A trial's model, ready to predict, from its config and checkpoint."""
+    def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> TrainedModel:
+        """A trial's model, ready to predict, from its config and trained parts (TrialResult.model)."""
 
     @abstractmethod
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
@@ -227,15 +219,15 @@ class GivesNetwork(Protocol):
     """A kind whose trials train a network another study may stand on (finetune, scratch; not features)."""
 
     def tap_model(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+        self, config: dict[str, Any], model: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[nn.Sequential, dict[str, str]]:
-        """A trial's trained network as layers to tap (checkpoint None: its shape only, for loading a bundle)."""
+        """A trial's trained network (its TrainedModel) as layers to tap; model None: the shape only, for a bundle."""
         ...
 
     def trained_stages(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+        self, config: dict[str, Any], model: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[OrderedDict[str, nn.Module], tuple[str, ...]]:
-        """A trial's trained stages (checkpoint None: their shape only) and where another study may cut them.
+        """A trial's trained stages (model None: their shape only) and where another study may cut them.
 
         `backbone` is the one the trial stood on, for kinds that train on one.
         """

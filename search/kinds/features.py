@@ -28,7 +28,8 @@ from search.kinds.base import (
 )
 from search.kinds.registry import get_kind, register_kind
 from search.kinds.transfer import transferred_backbone
-from search.models.backbones import Backbone, create_backbone, load_tensors
+from search.kinds.weights_file import read_weights, write_weights
+from search.models.backbones import Backbone, create_backbone
 from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
 from search.training.configs import BACKBONE_PARAM, FeaturesConfig, config_from_dict, plain_params
 from search.training.core import Reporter, TrainSettings, TrialResult
@@ -49,7 +50,6 @@ PREDICT_BATCH = 128
 # the parameters of a features trial's pipeline (FeaturesConfig's fields), for its console line
 PIPELINE_PARAMS = {f.name for f in fields(FeaturesConfig)} - {"layers", "pooling", "l2_normalize"}
 FEATURES = "features"  # the ONNX value between the tapped network and the pipeline
-WEIGHTS_FILE = "weights.pt"
 PIPELINE_FILE = f"pipeline{SKOPS_SUFFIX}"  # skops: loading rebuilds trusted types only, runs no code
 
 
@@ -173,7 +173,7 @@ def _extractor(inputs: ModelInputs | KindInputs) -> FeatureExtractor:
         )
     tap_model, taps = giving_network(get_kind(source.kind)).tap_model(
         source.config,
-        source.checkpoint,
+        source.model,
         backbone,
         len(source.classes),  # the base it stood on (source_backbone)
     )
@@ -187,7 +187,6 @@ class FeaturesKind(StudyKind):
 
     name = "features"
     config_type = FeaturesConfig
-    checkpoint_file = f"features_pipeline{SKOPS_SUFFIX}"  # the fitted pipeline; never a pickle
     main_choices = ("backbone", "classifier", "feat_pca")
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
@@ -205,21 +204,11 @@ class FeaturesKind(StudyKind):
     def test_images(self, prepared: Prepared) -> Part | None:
         return None  # images were streamed into the feature cache, never held
 
-    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        path.write_bytes(dump_pipeline(model))
-
-    def read_checkpoint(self, path: Path) -> Any:
-        return load_pipeline(
-            path.read_bytes(),
-            what="the trial's kept pipeline",
-            remedy="it was kept by an older version: run the study again under a new --study-name",
-        )
-
-    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FeaturesModel:
+    def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> FeaturesModel:
         return FeaturesModel(
             _extractor(inputs),
             config_from_dict(FeaturesConfig, config),
-            checkpoint,
+            parts,
             inputs.backbone.name,
             inputs.class_names,
             inputs.image_size,
@@ -229,7 +218,7 @@ class FeaturesKind(StudyKind):
         )
 
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
-        torch.save(model.extractor.model.state_dict(), folder / WEIGHTS_FILE)
+        write_weights(model.extractor.model, folder)
         (folder / PIPELINE_FILE).write_bytes(dump_pipeline(model.pipeline))
         return {
             "backbone": model.backbone,
@@ -243,29 +232,42 @@ class FeaturesKind(StudyKind):
         }
 
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FeaturesModel:
-        backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
         class_names = tuple(record["class_names"])
         source_config = record.get("source_config")
         source_kind, source_classes = record.get("source_kind"), record.get("source_classes")
-        if source_config:
+        if source_config:  # the tapped trial's network, shape only: a scratch one stood on no backbone
             assert source_kind is not None and source_classes is not None, "write_bundle records the source's kind"
-            tap_model, taps = giving_network(get_kind(source_kind)).tap_model(
-                source_config, None, backbone, source_classes
-            )
+            giver = get_kind(source_kind)
+            backbone = create_backbone(record["backbone"], pretrained="none") if giver.stands_on_backbone else None
+            tap_model, taps = giving_network(giver).tap_model(source_config, None, backbone, source_classes)
         else:
+            backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it
             tap_model, taps = backbone.tap_model(), backbone.taps
-        tap_model.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
+        read_weights(tap_model, folder)
         if record["taps"] != taps:
             raise ValueError("the bundle's layer taps do not match this backbone")
         mean, std = tuple(record["mean"]), tuple(record["std"])
         extractor = FeatureExtractor(
-            tap_model, taps, mean=mean, std=std, device=device, tokens=TokenLayout.of(backbone)
+            tap_model,
+            taps,
+            mean=mean,
+            std=std,
+            device=device,
+            tokens=TokenLayout.of(backbone) if backbone else TokenLayout(),
         )
         pipeline = load_pipeline((folder / PIPELINE_FILE).read_bytes(), what=PIPELINE_FILE, remedy="export it again")
         config = config_from_dict(FeaturesConfig, record["config"])
         size = int(record["image_size"])
         return FeaturesModel(
-            extractor, config, pipeline, backbone.name, class_names, size, source_config, source_kind, source_classes
+            extractor,
+            config,
+            pipeline,
+            record["backbone"],
+            class_names,
+            size,
+            source_config,
+            source_kind,
+            source_classes,
         )
 
     def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:

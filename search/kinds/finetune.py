@@ -29,7 +29,8 @@ from search.kinds.base import (
 )
 from search.kinds.registry import register_kind
 from search.kinds.transfer import source_from_record, source_record, transferred_backbone
-from search.models.backbones import Backbone, create_backbone, freeze, load_tensors
+from search.kinds.weights_file import read_weights, write_weights
+from search.models.backbones import Backbone, create_backbone, freeze
 from search.models.heads import hidden_part
 from search.models.onnx_graphs import PROBABILITIES, FromPixels, module_to_onnx
 from search.models.prefix_cache import FrozenPrefixCache
@@ -40,7 +41,6 @@ from search.training.stage_costs import StageCosts, measure_stage_costs
 from search.training.words import finetune_method
 
 PREDICT_BATCH = 128
-WEIGHTS_FILE = "weights.pt"
 # a space's parameters named as FinetuneConfig's fields (the shipped space's are), and its two switches
 CONFIG_VOCABULARY = {f.name for f in fields(FinetuneConfig)} | {"lr", "backbone", "unfreeze_staged"}
 KEY_PARAMS = (
@@ -110,23 +110,33 @@ def network_of(stages: OrderedDict[str, nn.Module], head: nn.Sequential) -> nn.S
 
 
 class NetworkKind(StudyKind):
-    """What the kinds that train a network share: decoded images held (test split too), tensor-only checkpoints."""
+    """What the kinds that train a network share: decoded images held (test split too), a network to reuse."""
 
     def test_images(self, prepared: Prepared) -> Part | None:
         return prepared.data.part(TEST)
-
-    def write_checkpoint(self, config: Any, model: Any, path: Path) -> None:
-        """The trained stages and head: tensors only, so that the checkpoint loads with weights_only=True."""
-        torch.save({k: v.cpu() for k, v in model.items()}, path)
-
-    def read_checkpoint(self, path: Path) -> Any:
-        return load_tensors(path, what="the trial's kept model")
 
     @abstractmethod
     def network_parts(
         self, config: Any, backbone: Backbone, num_classes: int
     ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
         """A trial's stages and head, shape only (untrained)."""
+
+    def kept_parts(
+        self, config: dict[str, Any], model: FinetuneModel | None, backbone: Backbone | None, num_classes: int
+    ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
+        """A kept model's stages and head (copies: another study trains or taps them), or the untrained shape."""
+        if model is None:
+            assert backbone is not None or not self.stands_on_backbone, "a finetune trial stood on a backbone"
+            return self.network_parts(self.config_of(config), backbone, num_classes)  # type: ignore[arg-type]
+        parts = OrderedDict((name, copy.deepcopy(module)) for name, module in model.network.named_children())
+        head = parts.pop("head")
+        assert isinstance(head, nn.Sequential), "network_of puts the head last"
+        return parts, head
+
+    def tap_model(
+        self, config: dict[str, Any], model: Any, backbone: Backbone | None, num_classes: int
+    ) -> tuple[nn.Sequential, dict[str, str]]:
+        return finetuned_tap_model(*self.kept_parts(config, model, backbone, num_classes))
 
     def trunk_key(self, config: Any, backbone: Backbone) -> Hashable | None:
         """What makes two trials' stages cost the same; None: each trial's stages are its own."""
@@ -152,7 +162,6 @@ class FinetuneKind(NetworkKind):
 
     name = "finetune"
     config_type = FinetuneConfig
-    checkpoint_file = "finetune_model.pt"  # tensors only: loads with weights_only=True
     main_choices = ("backbone", "unfreeze_blocks", "augment", "cut", "optimizer")
 
     def network_parts(
@@ -182,10 +191,10 @@ class FinetuneKind(NetworkKind):
     ) -> TrialResult:
         return train_finetune(config, prepared.data, backbone, reporter, settings, cache=prepared.shared)
 
-    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
+    def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(FinetuneConfig, config)
         backbone = inputs.backbone
-        stages, head = finetuned_parts(backbone, config, checkpoint, len(inputs.class_names))
+        stages, head = finetuned_parts(backbone, config, parts, len(inputs.class_names))
         return FinetuneModel(
             network_of(stages, head),
             config,
@@ -203,21 +212,14 @@ class FinetuneKind(NetworkKind):
         return transferred_backbone(source, base)  # base: the study's backbone, the one the source stood on
 
     def trained_stages(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+        self, config: dict[str, Any], model: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[OrderedDict[str, nn.Module], tuple[str, ...]]:
         assert backbone is not None, "a finetune trial is rebuilt on the backbone it stood on"
-        stages, _ = finetuned_parts(backbone, config_from_dict(FinetuneConfig, config), checkpoint, num_classes)
+        stages, _ = self.kept_parts(config, model, backbone, num_classes)
         return stages, tuple(c for c in backbone.cut_points if c in stages)
 
-    def tap_model(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
-    ) -> tuple[nn.Sequential, dict[str, str]]:
-        assert backbone is not None, "a finetune trial is rebuilt on the backbone it stood on"
-        tuned = config_from_dict(FinetuneConfig, config)
-        return finetuned_tap_model(*finetuned_parts(backbone, tuned, checkpoint, num_classes))
-
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
-        torch.save(model.network.state_dict(), folder / WEIGHTS_FILE)
+        write_weights(model.network, folder)
         return {
             "backbone": model.backbone,
             "config": asdict(model.config),
@@ -235,7 +237,7 @@ class FinetuneKind(NetworkKind):
         class_names = tuple(record["class_names"])
         config = config_from_dict(FinetuneConfig, record["config"])
         network = network_of(*finetuned_parts(backbone, config, None, len(class_names)))
-        network.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
+        read_weights(network, folder)
         mean, std = tuple(record["mean"]), tuple(record["std"])
         return FinetuneModel(
             network, config, backbone.name, class_names, int(record["image_size"]), mean, std, device, source=source

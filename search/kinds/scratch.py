@@ -18,15 +18,15 @@ from search.data.dataset import decode_source
 from search.data.sizing import MIN_IMAGE_SIZE
 from search.data.sources import ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Prepared
-from search.kinds.finetune import FinetuneModel, NetworkKind, finetuned_parts, finetuned_tap_model, network_of
+from search.kinds.finetune import FinetuneModel, NetworkKind, finetuned_parts, network_of
 from search.kinds.registry import register_kind
-from search.models.backbones import SIGNED_UNIT, Backbone, load_tensors
+from search.kinds.weights_file import read_weights, write_weights
+from search.models.backbones import SIGNED_UNIT, Backbone
 from search.models.scratch import SCRATCH_NAME, ConvBlocks, scratch_backbone
 from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
 from search.training.finetune import train_finetune
 
-WEIGHTS_FILE = "weights.pt"
 CPU_MAX_SIZE = 64  # on a CPU a scratch study sees small images (32-64 px); the users' CNNs were sized for 32
 GPU_MAX_SIZE = 224  # on a GPU, photos at up to the usual full size
 REFERENCE = ConvBlocks(channels=(32, 64, 128), convs_per_block=1, kernel_size=3, batchnorm=True, pool="max")
@@ -44,7 +44,6 @@ class ScratchKind(NetworkKind):
 
     name = "scratch"
     config_type = ScratchConfig
-    checkpoint_file = "scratch_model.pt"  # tensors only: loads with weights_only=True
     main_choices = ("blocks", "head_pool", "batchnorm", "optimizer", "augment")
     stands_on_backbone = False
 
@@ -75,9 +74,9 @@ class ScratchKind(NetworkKind):
         network.stages.to(settings.device)
         return train_finetune(config.as_finetune(), prepared.data, network, reporter, settings)
 
-    def trained_model(self, config: Any, checkpoint: Any, inputs: ModelInputs) -> FinetuneModel:
+    def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, config)
-        stages, head = _parts(config, checkpoint, len(inputs.class_names))
+        stages, head = _parts(config, parts, len(inputs.class_names))
         return FinetuneModel(
             network_of(stages, head),
             config,
@@ -91,25 +90,20 @@ class ScratchKind(NetworkKind):
         )
 
     def trained_stages(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
+        self, config: dict[str, Any], model: Any, backbone: Backbone | None, num_classes: int
     ) -> tuple[OrderedDict[str, nn.Module], tuple[str, ...]]:
-        stages, _ = _parts(config_from_dict(ScratchConfig, config), checkpoint, num_classes)
+        stages, _ = self.kept_parts(config, model, backbone, num_classes)
         return stages, tuple(stages)
 
-    def tap_model(
-        self, config: dict[str, Any], checkpoint: Any, backbone: Backbone | None, num_classes: int
-    ) -> tuple[nn.Sequential, dict[str, str]]:
-        return finetuned_tap_model(*_parts(config_from_dict(ScratchConfig, config), checkpoint, num_classes))
-
     def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
-        torch.save(model.network.state_dict(), folder / WEIGHTS_FILE)
+        write_weights(model.network, folder)
         return {"config": asdict(model.config), "mean": list(model.mean), "std": list(model.std)}
 
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, record["config"])
         class_names = tuple(record["class_names"])
         network = network_of(*_parts(config, None, len(class_names)))
-        network.load_state_dict(load_tensors(folder / WEIGHTS_FILE, what="the bundle's weights"))
+        read_weights(network, folder)
         mean, std = tuple(record["mean"]), tuple(record["std"])
         size = int(record["image_size"])
         return FinetuneModel(network, config, SCRATCH_NAME, class_names, size, mean, std, device, kind=self.name)

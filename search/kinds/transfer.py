@@ -6,7 +6,7 @@ source's preprocessing; another study then puts a new head for its own classes o
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def source_base(source: SourceTrial) -> Backbone | None:
 
 
 def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> Backbone:
-    """The source trial's trained stages (checkpoint None: their shape only) as a frozen Backbone.
+    """The source trial's trained stages (its model None: their shape only) as a frozen Backbone.
 
     `base`: the backbone the source stood on when the caller holds it already (the runner checked its
     flags against the source's); otherwise it is built from the source's record.
@@ -36,7 +36,7 @@ def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> B
     if kind.stands_on_backbone and base is None:
         base = source_base(source)
     stages, cut_points = giving_network(kind).trained_stages(
-        source.config, source.checkpoint, base if kind.stands_on_backbone else None, len(source.classes)
+        source.config, source.model, base if kind.stands_on_backbone else None, len(source.classes)
     )
     backbone = Backbone(
         name=f"trial {source.study_name}:{source.number}",
@@ -53,12 +53,12 @@ def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> B
 
 def source_record(source: SourceTrial) -> dict[str, Any]:
     """What a bundle keeps of its source trial to rebuild the network's shape (its weights are the bundle's)."""
-    record = asdict(source)
-    del record["checkpoint"]
+    record = asdict(replace(source, model=None))
+    del record["model"]
     return {**record, "mean": list(source.mean), "std": list(source.std), "classes": list(source.classes)}
 
 
 def source_from_record(record: dict[str, Any]) -> SourceTrial:
     """The shape of a bundle's source trial, from `source_record`: untrained, no weights read (the bundle's replace them)."""
     values = {**record, "mean": tuple(record["mean"]), "std": tuple(record["std"]), "classes": tuple(record["classes"])}
-    return SourceTrial(**{**values, "checkpoint": None, "pretrained": "none", "weights": None})
+    return SourceTrial(**{**values, "model": None, "pretrained": "none", "weights": None})

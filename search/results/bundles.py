@@ -1,9 +1,9 @@
 """Exported models: a folder that needs nothing but this package, read back by `predict`.
 
-A bundle holds `bundle.json` (format, kind, class names, image size, preprocessing and what the
-kind records) beside the files the model's kind writes (network weights; a features model's
-fitted scikit-learn pipeline too). An ensemble's bundle holds one member bundle per subfolder and
-their weights.
+A bundle is the folder search.kinds.model_files writes, the very one a trial keeps: `bundle.json`
+(format, kind, class names, image size, preprocessing and what the kind records) beside the files
+the model's kind writes (network weights; a features model's fitted scikit-learn pipeline too). An
+ensemble's bundle holds one member bundle per subfolder and their weights.
 """
 
 from __future__ import annotations
@@ -14,35 +14,29 @@ from typing import Any
 
 import torch
 
+from search.bundle_format import BUNDLE_FILE
 from search.errors import UserError
 from search.kinds import TrainedModel, get_kind
+from search.kinds.model_files import model_record, read_model, read_record, write_model
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel, ensemble_onnx_graph
-from search.results.onnx_bundle import BUNDLE_FILE, ONNX_FILE, onnx_record
+from search.results.onnx_bundle import ONNX_FILE, onnx_record
 
-BUNDLE_FORMAT = "transfer-search-model/1"
 CPU = torch.device("cpu")
 
 
 def save_bundle(model: TrainedModel, out: Path) -> None:
-    """Write a self-contained folder: the kind's files (an ensemble's: one member bundle per subfolder), then
-    bundle.json describing them."""
+    """Write a self-contained folder: the model's (search.kinds.model_files), or an ensemble's: one member
+    folder per subfolder, then bundle.json with their weights."""
+    if not isinstance(model, EnsembleModel):
+        write_model(model, out)
+        return
     out.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
-        "kind": model.kind,
-        "class_names": list(model.class_names),
-        "image_size": model.image_size,
-        "preprocessing": "RGB, EXIF-upright, shorter side to image_size, centre crop, /255, (x - mean) / std",
-    }
-    if isinstance(model, EnsembleModel):
-        members = []
-        for member, weight, trial in zip(model.members, model.weights, model.trials, strict=True):
-            folder = f"member-trial-{trial}"
-            save_bundle(member, out / folder)
-            members.append({"folder": folder, "weight": weight, "trial": trial})
-        record["members"] = members
-    else:
-        record |= get_kind(model.kind).write_bundle(model, out)
+    members = []
+    for member, weight, trial in zip(model.members, model.weights, model.trials, strict=True):
+        folder = f"member-trial-{trial}"
+        write_model(member, out / folder)
+        members.append({"folder": folder, "weight": weight, "trial": trial})
+    record = model_record(model) | {"members": members}
     (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
 
 
@@ -59,7 +53,7 @@ def read_ensemble(record: dict[str, Any], path: Path, device: torch.device) -> E
     """An ensemble bundle's members, each read as the bundle it is."""
     members = record["members"]
     return EnsembleModel(
-        [load_bundle(path / m["folder"], device=device) for m in members],
+        [read_model(path / m["folder"], device=device) for m in members],
         [float(m["weight"]) for m in members],
         [int(m["trial"]) for m in members],
         tuple(record["class_names"]),
@@ -70,12 +64,10 @@ def read_ensemble(record: dict[str, Any], path: Path, device: torch.device) -> E
 def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
     """A model from a folder written by `save_bundle`; anything else is a one-line error."""
     try:
-        record = json.loads((path / BUNDLE_FILE).read_text())
-        if record.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"format {record.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        record = read_record(path)
         if record["kind"] == ENSEMBLE_KIND:
             return read_ensemble(record, path, device)
-        return get_kind(record["kind"]).read_bundle(record, path, device)
+        return read_model(path, device=device)
     except Exception as exc:  # an unknown kind (UserError) too: the folder and the way out belong in the line
         reason = (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
         raise UserError(

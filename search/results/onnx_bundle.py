@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from search.bundle_format import BUNDLE_FILE
 from search.errors import UserError
 
 ONNX_FORMAT = "transfer-search-onnx/1"
 ONNX_FILE = "model.onnx"
-BUNDLE_FILE = "bundle.json"  # beside every exported model, ONNX or not (search.results.bundles)
 INPUT = "images"  # uint8 [N, 3, S, S], decoded as search.data.decode does
 PROBABILITIES = "probabilities"
 BATCH = 64

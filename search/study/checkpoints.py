@@ -2,26 +2,30 @@
 
 The few best are kept, not only the best: an ensemble (`python -m search ensemble`) is built from them.
 
-Only the parts a trial trained are stored, in the file its kind writes: the unfrozen stages and the
-head of a finetune trial (the frozen stages are the backbone's own weights, recorded with the study),
-or the fitted scikit-learn pipeline of a features trial. `search.study.trained` rebuilds the model.
+A kept model is the very folder `export` writes (search.kinds.model_files), zipped into one artifact:
+its network's tensors and a features trial's fitted pipeline, with what rebuilds it. Reading it back
+needs neither the study's record nor its backbone's weights, so a trial's model is the same thing in
+the study, in --from-trial, in an export and in predict.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
-from search.kinds import StudyKind
+from search.kinds import TrainedModel
+from search.kinds.model_files import unzip_model, zip_model
 from search.study.trial_facts import feasible, objective_value
 from search.training.core import TrialResult, better
 
@@ -32,6 +36,8 @@ CHECKPOINT_ATTR = "checkpoint_artifact_id"  # trial user attr: the artifact hold
 KEPT_MODELS = 10
 VAL_PREDICTIONS_ATTR = "val_predictions_artifact_id"  # trial user attr: a kept trial's validation probabilities
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
+KEPT_MODEL_FILE = "model.zip"
+CPU = torch.device("cpu")
 
 
 def feasible_values(complete: list[FrozenTrial]) -> list[float]:
@@ -67,15 +73,15 @@ def release_beaten(complete: list[FrozenTrial], store: Any, newcomer: float, met
 
 def save_if_among_best(
     trial: optuna.Trial,
-    kind: StudyKind,
-    config: object,
+    model_of: Callable[[], TrainedModel],
     result: TrialResult,
     store: Any,
     *,
     metric: str,
     val_labels: np.ndarray | None = None,
 ) -> str | None:
-    """Upload the trial's model when it is among the KEPT_MODELS best so far; returns the artifact id.
+    """Upload the trial's model (built by `model_of` from `result`, only when kept) when it is among the
+    KEPT_MODELS best so far; returns the artifact id.
 
     With `val_labels`, its validation probabilities go beside it: what an ensemble is selected on.
     """
@@ -87,8 +93,8 @@ def save_if_among_best(
     if not among_best(value, feasible_values(complete), metric):
         return None
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / kind.checkpoint_file
-        kind.write_checkpoint(config, result.model, path)
+        path = Path(folder) / KEPT_MODEL_FILE
+        zip_model(model_of(), path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
     trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
     if val_labels is not None and result.val_probabilities is not None:
@@ -121,8 +127,8 @@ def load_val_predictions(trial: FrozenTrial, store: Any) -> tuple[np.ndarray, np
             return saved["probabilities"], saved["labels"]
 
 
-def load_checkpoint(trial: FrozenTrial, kind: StudyKind, store: Any, *, study_name: str) -> Any:
-    """The stored model parts of a finished trial, as its kind reads them."""
+def load_kept_model(trial: FrozenTrial, store: Any, *, study_name: str, device: torch.device = CPU) -> TrainedModel:
+    """The model a finished trial kept, ready to predict; one line when it kept none or it is gone."""
     artifact_id = trial.user_attrs.get(CHECKPOINT_ATTR)
     if artifact_id is None:
         raise UserError(
@@ -130,7 +136,7 @@ def load_checkpoint(trial: FrozenTrial, kind: StudyKind, store: Any, *, study_na
             "when it finished keeps one); pick the study's best trial"
         )
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model"
+        path = Path(folder) / KEPT_MODEL_FILE
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except (ArtifactNotFound, FileNotFoundError):
@@ -139,4 +145,13 @@ def load_checkpoint(trial: FrozenTrial, kind: StudyKind, store: Any, *, study_na
                 f"it was released when {KEPT_MODELS} better trials had finished (pick one of the study's best), "
                 "or this is not the --artifact-dir the study was run with"
             ) from None
-        return kind.read_checkpoint(path)
+        try:
+            return unzip_model(path, device=device)
+        except UserError:
+            raise
+        except Exception as exc:  # damaged, or kept by a version that kept another format
+            raise UserError(
+                f"the kept model of trial {trial.number} of study '{study_name}' could not be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}); "
+                "run the study again under a new --study-name"
+            ) from None

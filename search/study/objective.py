@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.data.sources import VAL
 from search.errors import UserError
-from search.kinds import Prepared, StudyKind, kind_of_config
+from search.kinds import ModelInputs, Prepared, SourceTrial, StudyKind, TrainedModel, kind_of_config
 from search.models.backbones import Backbone
 from search.study import trial_facts as attr
 from search.study.artifacts import save_trial_artifacts
@@ -38,6 +39,13 @@ class Resources:
     costs: CostMeter | None = None  # None: complete trials are not timed (unit tests)
     limits: dict[str, float] = dataclasses.field(default_factory=dict)  # StudySpec.limits: constraints to set
     latency_objective: bool = False  # a Pareto study (--objectives accuracy,latency): latency is a second value
+    source: SourceTrial | None = None  # --from-trial: the trial whose network the study stands on
+
+    def model_of(self, config: object, result: TrialResult) -> TrainedModel:
+        """A trial's trained parts as the model it keeps: what `export` and --from-trial read back."""
+        data = self.prepared.data
+        inputs = ModelInputs(self.backbone, data.class_names, data.image_size, self.settings.device, self.source)
+        return self.kind.trained_model(dataclasses.asdict(config), result.model, inputs)  # type: ignore[call-overload]
 
 
 class TrialReporter:
@@ -155,8 +163,9 @@ def make_objective(
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
         if result.status is Status.COMPLETE and resources.artifact_store is not None:
             val_labels = resources.prepared.data.labels_of(VAL)
+            model_of = functools.partial(resources.model_of, config, result)
             save_if_among_best(
-                trial, kind, config, result, resources.artifact_store, metric=settings.metric, val_labels=val_labels
+                trial, model_of, result, resources.artifact_store, metric=settings.metric, val_labels=val_labels
             )
         if result.status is Status.PRUNED:
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")

@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data.dataset import Dataset
 from search.data.sources import class_counts
 from search.errors import UserError
-from search.kinds import SourceTrial, StudyKind, get_kind
-from search.study.checkpoints import CHECKPOINT_ATTR, load_checkpoint
+from search.kinds import SourceTrial, StudyKind, get_kind, giving_network
+from search.study.checkpoints import CHECKPOINT_ATTR, load_kept_model
 from search.study.spec import StudySpec
 from search.study.trial_facts import CONFIG, FAIL_REASON, feasible, objective_value
 from search.training.configs import BACKBONE_PARAM
@@ -311,6 +311,7 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
     if record.resolved is None or record.data is None:
         raise UserError(f"study '{study_name}' holds no data record; it was not made by run_study.py")
     kind = record.kind()
+    giving_network(kind)  # before reading its model: a features trial has no network to give
     backbone = record.backbone_of(trial)
     mean, std = record.resolved.normalization_of(backbone)
     return SourceTrial(
@@ -318,7 +319,7 @@ def read_source_trial(text: str, storage: optuna.storages.BaseStorage, store: An
         number=number,
         kind=kind.name,
         config=dict(trial.user_attrs[CONFIG]),
-        checkpoint=load_checkpoint(trial, kind, store, study_name=study_name),
+        model=load_kept_model(trial, store, study_name=study_name),
         checkpoint_id=str(trial.user_attrs[CHECKPOINT_ATTR]),
         backbone=backbone,
         pretrained=record.made.pretrained,

@@ -246,6 +246,7 @@ def prepare(spec: StudySpec, *, started: float | None = None) -> PreparedStudy:
             costs=CostMeter(resolved.image_size, settings.device),
             limits=spec.limits,
             latency_objective=spec.pareto,
+            source=opened.tapped,
         )
         setups[backbone.name] = BackboneSetup(context, resources, plan)
     if budget is not None:

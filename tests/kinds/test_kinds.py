@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from sklearn.pipeline import Pipeline
 
+from search.bundle_format import BUNDLE_FILE
 from search.data.dataset import Dataset
 from search.data.feature_cache import FeatureExtractor
 from search.data.pixels import normalize_pixels
@@ -31,6 +33,7 @@ from search.kinds import (
 )
 from search.kinds.features import FeaturesKind, FeaturesModel
 from search.kinds.finetune import FinetuneKind, FinetuneModel
+from search.kinds.model_files import read_model, unzip_model, write_model, zip_model
 from search.kinds.registry import register_kind
 from search.models.backbones import Backbone
 from search.training.configs import FeaturesConfig, SpaceContext
@@ -98,21 +101,28 @@ def pipeline(small_digits: Dataset, backbone: Backbone) -> Pipeline:
 
 
 def bundle_round_trip(model: TrainedModel, folder: Path) -> TrainedModel:
-    """Write the kind's bundle files and read them back, with the record search.results.bundles adds around them."""
-    kind = get_kind(model.kind)
-    record = {"kind": model.kind, "class_names": list(model.class_names), "image_size": model.image_size}
-    record |= kind.write_bundle(model, folder)
-    return kind.read_bundle(stored(record), folder, CPU)
+    """Write the model's folder (what a trial keeps and export writes) and read it back."""
+    write_model(model, folder)
+    return read_model(folder)
 
 
-def source_trial(data: Dataset, backbone: Backbone, tuned: TrialResult) -> SourceTrial:
+@pytest.fixture(scope="module")
+def tuned_model(tuned: TrialResult, backbone: Backbone, small_digits: Dataset) -> FinetuneModel:
+    """The finetune trial's model, as it keeps it."""
+    inputs = ModelInputs(backbone=backbone, class_names=small_digits.class_names, image_size=small_digits.image_size)
+    model = get_kind("finetune").trained_model(stored(dataclasses.asdict(FINETUNE)), tuned.model, inputs)
+    assert isinstance(model, FinetuneModel)
+    return model
+
+
+def source_trial(data: Dataset, backbone: Backbone, tuned: FinetuneModel) -> SourceTrial:
     """The finetune trial as --from-trial reads it back."""
     return SourceTrial(
         study_name="ft",
         number=0,
         kind="finetune",
         config=stored(dataclasses.asdict(FINETUNE)),
-        checkpoint=tuned.model,
+        model=tuned,
         checkpoint_id="abc",
         backbone=backbone.name,
         pretrained="imagenet",
@@ -168,31 +178,23 @@ def test_registering_a_kind_name_twice_is_loud() -> None:
     assert type(get_kind("finetune")) is FinetuneKind  # the first registration stands
 
 
-# --- checkpoints ---
+# --- kept models ---
 
 
-def test_finetune_checkpoint_round_trip(tmp_path: Path, tuned: TrialResult) -> None:
-    kind = get_kind("finetune")
-    path = tmp_path / kind.checkpoint_file
-    kind.write_checkpoint(FINETUNE, tuned.model, path)
-    back = kind.read_checkpoint(path)
-    assert list(back) == list(tuned.model)
-    assert {k.split(".")[0] for k in back} == {"trunk", "head"}
-    for key, tensor in tuned.model.items():
-        torch.testing.assert_close(back[key], tensor, rtol=0, atol=0)
-
-
-def test_features_checkpoint_round_trip(
+def test_a_kept_model_is_one_zip_of_the_folder_export_writes(
     tmp_path: Path, backbone: Backbone, small_digits: Dataset, pipeline: Pipeline
 ) -> None:
-    kind = get_kind("features")
-    path = tmp_path / kind.checkpoint_file
-    kind.write_checkpoint(FEATURES, pipeline, path)
-    back = kind.read_checkpoint(path)
-    assert back is not pipeline
-    pooled = imagenet_extractor(backbone)(small_digits.part(VAL)[0], FEATURES.layers)
-    features = select_features(FEATURES, pooled.__getitem__)
-    np.testing.assert_array_equal(back.predict_proba(features), pipeline.predict_proba(features))
+    inputs = ModelInputs(backbone=backbone, class_names=small_digits.class_names, image_size=small_digits.image_size)
+    model = get_kind("features").trained_model(stored(dataclasses.asdict(FEATURES)), pipeline, inputs)
+    archive = tmp_path / "model.zip"
+    zip_model(model, archive)
+    write_model(model, tmp_path / "export")
+    with zipfile.ZipFile(archive) as packed:
+        assert sorted(packed.namelist()) == sorted(p.name for p in (tmp_path / "export").iterdir())
+        assert json.loads(packed.read(BUNDLE_FILE)) == json.loads((tmp_path / "export" / BUNDLE_FILE).read_text())
+    back = unzip_model(archive)
+    images = small_digits.part(TEST)[0][:6]
+    np.testing.assert_allclose(back.predict_proba(images), model.predict_proba(images), atol=1e-6)
 
 
 # --- trained models and bundles ---
@@ -242,11 +244,11 @@ def test_features_model_predicts_with_its_pipeline_and_survives_a_bundle(
 
 
 def test_features_of_a_finetune_trial_tap_its_network_and_survive_a_bundle(
-    tmp_path: Path, backbone: Backbone, small_digits: Dataset, tuned: TrialResult
+    tmp_path: Path, backbone: Backbone, small_digits: Dataset, tuned_model: FinetuneModel
 ) -> None:
-    source = source_trial(small_digits, backbone, tuned)
+    source = source_trial(small_digits, backbone, tuned_model)
     tap_model, taps = giving_network(get_kind("finetune")).tap_model(
-        source.config, source.checkpoint, backbone, small_digits.num_classes
+        source.config, source.model, backbone, small_digits.num_classes
     )
     extractor = FeatureExtractor(tap_model, taps, mean=backbone.mean, std=backbone.std, device=CPU)
     tapped_pipeline = fitted(TAPPED, extractor, small_digits)
@@ -280,11 +282,11 @@ def test_a_kinds_capabilities_are_what_it_can_do() -> None:
 
 
 def test_a_finetune_tap_model_is_its_stages_then_its_head(
-    tuned: TrialResult, backbone: Backbone, small_digits: Dataset
+    tuned_model: FinetuneModel, backbone: Backbone, small_digits: Dataset
 ) -> None:
     config = dataclasses.asdict(FINETUNE)
     model, taps = giving_network(get_kind("finetune")).tap_model(
-        config, tuned.model, backbone, small_digits.num_classes
+        config, tuned_model, backbone, small_digits.num_classes
     )
     cut = backbone.stage_names.index(FINETUNE.cut) + 1
     assert list(taps) == [*backbone.stage_names[:cut], "head"]

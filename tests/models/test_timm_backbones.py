@@ -175,16 +175,16 @@ def _run_study(tmp_path: Path, space: str, backbone: str, *, trials: int = 2) ->
     return _run_cli(tmp_path, *args)
 
 
-def _assert_exports_agree(tmp_path: Path, trial: int) -> None:
+def _assert_exports_agree(tmp_path: Path, trial: int, name: str = "timm") -> None:
     """The trial's bundle and ONNX graph, written by `export`, predict what the study's kept model predicts."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    common = ["--study-name", "timm", "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
+    common = ["--study-name", name, "--storage", storage, "--artifact-dir", str(tmp_path / "artifacts")]
     common += ["--trial", str(trial)]
-    bundle_dir, onnx_dir = tmp_path / f"bundle{trial}", tmp_path / f"onnx{trial}"
+    bundle_dir, onnx_dir = tmp_path / f"bundle-{name}-{trial}", tmp_path / f"onnx-{name}-{trial}"
     assert results_main(["export", *common, "--out", str(bundle_dir)]) == 0
     assert results_main(["export", *common, "--out", str(onnx_dir), "--format", "onnx"]) == 0
     bundle = load_bundle(bundle_dir)
-    study = optuna.load_study(study_name="timm", storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     kept = load_trial_model(study, study.trials[trial], artifact_store_for(study, tmp_path / "artifacts"))
     images = np.stack([decode_image_file(path, bundle.image_size) for path in image_files([PHOTOS])])
     expected = kept.predict_proba(torch.from_numpy(images))
@@ -192,16 +192,21 @@ def _assert_exports_agree(tmp_path: Path, trial: int) -> None:
     np.testing.assert_allclose(load_onnx_bundle(onnx_dir).predict_pixels(images), expected, atol=1e-3)
 
 
-def test_a_timm_study_round_trips_through_export_onnx_and_predict(tmp_path: Path) -> None:
-    """Random weights are seeded, so an export in another process stands on the stages the trials stood on.
-
-    One backbone, finetune; the backbone-searching test below runs a ViT and features through the same.
+def test_a_timm_study_round_trips_through_from_trial_export_onnx_and_predict(tmp_path: Path) -> None:
+    """A finetune trial on a timm backbone keeps the bundle `export` writes; a features study taps it
+    (--from-trial) and exports too. The backbone-searching test below runs a ViT and features through the same.
     """
     name = "test_convnext"
     done = _run_study(tmp_path, "finetune", name)
     assert f"{name} (random)" in done.stdout and "Best trial" in done.stdout
     study = optuna.load_study(study_name="timm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    _assert_exports_agree(tmp_path, study.best_trial.number)
+    best = study.best_trial.number
+    _assert_exports_agree(tmp_path, best)
+
+    tapping = ["--space", "features", "--from-trial", f"timm:{best}", "--backbone", name, "--pretrained", "none"]
+    _run_cli(tmp_path, *tapping, "--data", str(PHOTOS), "--trials", "2", "--study-name", "tapped")
+    tapped = optuna.load_study(study_name="tapped", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    _assert_exports_agree(tmp_path, tapped.best_trial.number, "tapped")
 
 
 @pytest.mark.parametrize("space", ["finetune", "features"])

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from search.bundle_format import BUNDLE_FILE
 from search.data.decode import decode_image_file
 from search.errors import UserError
-from search.results.bundles import BUNDLE_FILE, BUNDLE_FORMAT, load_bundle, save_bundle
+from search.kinds.model_files import MODEL_FORMAT
+from search.results.bundles import load_bundle, save_bundle
 from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
 from tests.conftest import write_image_folder
@@ -52,21 +54,21 @@ def test_a_bundle_json_that_is_not_json_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("record", [{"format": "transfer-search-model/0", "kind": "finetune"}, {"kind": "finetune"}])
 def test_a_wrong_format_is_refused_naming_the_expected_one(tmp_path: Path, record: dict[str, object]) -> None:
     write_record(tmp_path, record)
-    assert_one_line_bundle_error(tmp_path, f"format {record.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    assert_one_line_bundle_error(tmp_path, f"format {record.get('format')!r}, expected {MODEL_FORMAT!r}")
 
 
 def test_a_record_without_a_kind_is_refused(tmp_path: Path) -> None:
-    write_record(tmp_path, {"format": BUNDLE_FORMAT})
+    write_record(tmp_path, {"format": MODEL_FORMAT})
     assert_one_line_bundle_error(tmp_path, "KeyError")
 
 
 def test_an_unknown_kind_is_refused_with_the_export_hint(tmp_path: Path) -> None:
-    write_record(tmp_path, {"format": BUNDLE_FORMAT, "kind": "mystery", "class_names": ["a", "b"], "image_size": 32})
+    write_record(tmp_path, {"format": MODEL_FORMAT, "kind": "mystery", "class_names": ["a", "b"], "image_size": 32})
     assert_one_line_bundle_error(tmp_path, "mystery")
 
 
 def test_an_unknown_kind_is_at_least_a_one_line_user_error(tmp_path: Path) -> None:
-    write_record(tmp_path, {"format": BUNDLE_FORMAT, "kind": "mystery"})
+    write_record(tmp_path, {"format": MODEL_FORMAT, "kind": "mystery"})
     with pytest.raises(UserError, match=r"unknown study kind 'mystery'; known kinds: .*finetune") as caught:
         load_bundle(tmp_path)
     assert "\n" not in str(caught.value)
@@ -89,7 +91,7 @@ def test_a_saved_bundle_predicts_what_the_trial_predicts(
     save_bundle(model, out)
 
     record = json.loads((out / BUNDLE_FILE).read_text())
-    assert record["format"] == BUNDLE_FORMAT and record["kind"] == space
+    assert record["format"] == MODEL_FORMAT and record["kind"] == space
     assert record["class_names"] == list(model.class_names) == list(FEW_DIGIT_CLASSES)
     assert record["image_size"] == model.image_size == 32
     assert len(list(out.iterdir())) > 1, "the kind's files sit beside bundle.json"

@@ -11,13 +11,13 @@ import optuna
 import pytest
 import torch
 
+from search.bundle_format import BUNDLE_FILE
 from search.cli.results import main as results_main
 from search.errors import UserError
 from search.results.bundles import load_bundle, save_bundle, save_onnx_bundle
 from search.results.ensemble import build_ensemble, scored, select, stored_ensemble
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel
 from search.results.ensemble_section import section_ensemble
-from search.results.onnx_bundle import BUNDLE_FILE
 from search.results.reading import artifact_store_for
 from search.results.sections import Report
 from search.study.checkpoints import CHECKPOINT_ATTR, VAL_PREDICTIONS_ATTR

@@ -10,8 +10,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from search.bundle_format import BUNDLE_FILE
 from search.errors import UserError
-from search.results.bundles import BUNDLE_FILE, load_bundle
+from search.results.bundles import load_bundle
 from search.results.export import chosen_trial, export_model
 from search.results.reading import artifact_store_for
 from tests.helpers import FEW_DIGIT_CLASSES

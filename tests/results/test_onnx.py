@@ -13,9 +13,10 @@ import numpy as np
 import optuna
 import pytest
 
+from search.bundle_format import BUNDLE_FILE
 from search.errors import UserError
 from search.results.bundles import save_onnx_bundle
-from search.results.onnx_bundle import BUNDLE_FILE, ONNX_FILE, ONNX_FORMAT, load_onnx_bundle
+from search.results.onnx_bundle import ONNX_FILE, ONNX_FORMAT, load_onnx_bundle
 from search.results.predict import image_files, predict_files, tab_lines
 from search.results.reading import artifact_store_for, best_trial
 from search.study.runner import prepare, run

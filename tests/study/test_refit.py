@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from search.bundle_format import BUNDLE_FILE
 from search.data.sources import TEST, TRAIN, VAL
 from search.results.bundles import load_bundle
 from search.results.ensemble import build_ensemble
-from search.results.onnx_bundle import BUNDLE_FILE
 from search.results.reading import artifact_store_for, best_trial
 from search.study.evaluation import stored_test_part
 from search.study.refit import REFIT_ATTR, Refitter, refit_split, refit_trial

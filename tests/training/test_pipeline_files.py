@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from search.errors import UserError
-from search.kinds import get_kind
-from search.kinds.features import PIPELINE_FILE, WEIGHTS_FILE
+from search.kinds.features import PIPELINE_FILE
+from search.kinds.model_files import unzip_model
+from search.kinds.weights_file import WEIGHTS_FILE
 from search.results.bundles import load_bundle, save_bundle
 from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
@@ -109,12 +111,15 @@ def test_garbage_is_a_one_line_refusal(tmp_path: Path) -> None:
         load_pipeline(b"PK\x03\x04 half a zip", what="the file", remedy="export it again")
 
 
-@pytest.mark.parametrize("kind", ["features", "finetune", "scratch"])
-def test_a_trial_checkpoint_holding_a_malicious_pickle_is_refused(kind: str, tmp_path: Path) -> None:
-    marker, path = tmp_path / "ran", tmp_path / "model"
-    path.write_bytes(malicious_pickle(marker))
+def test_a_kept_model_holding_a_malicious_pickle_is_refused(features_bundle: Path, tmp_path: Path) -> None:
+    """A trial's kept model is a bundle zipped: the same refusal, and nothing runs."""
+    marker, archive = tmp_path / "ran", tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for file in features_bundle.iterdir():
+            payload = malicious_pickle(marker) if file.name == WEIGHTS_FILE else file.read_bytes()
+            packed.writestr(file.name, payload)
     with pytest.raises(UserError, match="refused") as caught:
-        get_kind(kind).read_checkpoint(path)
+        unzip_model(archive)
     assert "\n" not in str(caught.value)
     assert not marker.exists()
 
