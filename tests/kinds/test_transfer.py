@@ -273,7 +273,9 @@ def test_a_study_on_the_sources_data_adopts_its_split(stored: Stored, source: So
     study = stored.load(tapped)
     best = study.best_trial
     assert set(best.user_attrs["config"]["layers"]) <= {"block1", "block2", "block3", "head"}
-    kept = load_trial_model(study, best, open_artifact_store(stored.artifact_dir))  # a scratch network tapped, read back
+    kept = load_trial_model(
+        study, best, open_artifact_store(stored.artifact_dir)
+    )  # a scratch network tapped, read back
     assert kept.kind == "features" and kept.image_size == 32
     assert study.user_attrs["test_evaluation"]["trial"] == best.number, "the kept model was tested"
 
