@@ -34,7 +34,7 @@ from search.data.dataset import decoded_batches
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import open_source
 from search.errors import UserError
-from search.kinds.features import EXTRACT_BATCH
+from search.kinds.features.kind import EXTRACT_BATCH
 from search.models.backbones import create_backbone
 from search.models.zoo import available, zoo_names
 

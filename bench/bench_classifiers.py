@@ -21,9 +21,9 @@ import torch
 
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
+from search.kinds.features.trainer import train_features
 from search.training.configs import FeaturesConfig
 from search.training.core import NullReporter, TrainSettings
-from search.training.features import train_features
 from spaces.features import RF_TREE_MAX_ITEMS, classifiers_for
 
 CLASSES = 10

@@ -31,13 +31,13 @@ from search.allocator import keep_freed_memory
 from search.data.dataset import Dataset, dataset_of, decode_source, decoded_batches
 from search.data.feature_cache import FeatureCache, FeatureExtractor, FeatureKey
 from search.data.sources import ImageSource, open_source
+from search.kinds.features.trainer import train_features
 from search.models.backbones import create_backbone
 from search.study import runner
 from search.study.record import record_of
 from search.study.spec import StudySpec
 from search.training.configs import FeaturesConfig, config_from_dict
 from search.training.core import NullReporter, TrainSettings
-from search.training.features import train_features
 
 CPU = torch.device("cpu")
 BACKBONE = "efficientnet_lite0"

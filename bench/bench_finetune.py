@@ -25,11 +25,11 @@ from search.data.dataset import Dataset, decode_source, stratified_split
 from search.data.sizing import typical_size
 from search.data.sources import ImageSource, open_source
 from search.kinds import get_kind
+from search.kinds.finetune.trainer import train_finetune
 from search.models.backbones import Backbone, create_backbone
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig, SpaceContext
 from search.training.core import NullReporter, TrainSettings
-from search.training.finetune import train_finetune
 from spaces import get_space
 
 

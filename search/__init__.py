@@ -29,7 +29,7 @@ _EXPORTS = {
     "Status": "search.training.core",
     "TrainSettings": "search.training.core",
     "TrialResult": "search.training.core",
-    "train_finetune": "search.training.finetune",
+    "train_finetune": "search.kinds.finetune.trainer",
     "StudyAborted": "search.errors",
     "UserError": "search.errors",
 }

@@ -1,6 +1,7 @@
-"""Study kinds as plug-ins: one module per kind, registered by name; see search.kinds.base.
+"""Study kinds as plug-ins: one package per kind (its kind and its trainer), registered by name; see
+search.kinds.base.
 
-Adding a kind is one module that subclasses StudyKind, decorated with `register_kind`, imported here.
+Adding a kind is one package whose StudyKind subclass is decorated with `register_kind`, imported here.
 What a kind can do beyond the core (stand on another trial's network, give its own network to
 another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork).
 """

@@ -23,11 +23,11 @@ from optuna.trial import FrozenTrial
 
 from search.errors import UserError
 from search.kinds import Prepared, StudyKind
+from search.kinds.finetune.trainer import trained_span
 from search.models.backbones import Backbone
 from search.models.prefix_cache import FrozenPrefixCache
 from search.study.record import read_stage_costs, write_stage_costs
 from search.training.configs import SpaceContext
-from search.training.finetune import trained_span
 from search.training.stage_costs import StageCosts, Workload, trial_seconds
 
 TRIAL_FLOOR_S = 180.0  # a trial may always cost this much: small sets keep augmented fine-tuning (bench/RESULTS.md)

@@ -1,4 +1,8 @@
-"""Trainers as plain functions of (config, data, ..., reporter, settings), their configs and what they return."""
+"""What every trainer shares: configs, settings, the reporter, what a trial returns, and the device.
+
+The trainers themselves live with their kind (search.kinds.finetune.trainer, search.kinds.features.trainer),
+as plain functions of (config, data, ..., reporter, settings).
+"""
 
 from search.training.configs import FeaturesConfig, FinetuneConfig, SpaceContext, config_from_dict
 from search.training.core import (
@@ -11,8 +15,6 @@ from search.training.core import (
     TrialResult,
     resolve_device,
 )
-from search.training.features import train_features
-from search.training.finetune import train_finetune
 
 __all__ = [
     "METRICS",
@@ -27,6 +29,4 @@ __all__ = [
     "TrialResult",
     "config_from_dict",
     "resolve_device",
-    "train_features",
-    "train_finetune",
 ]

@@ -31,15 +31,15 @@ from search.kinds import (
     kind_of_config,
     taking_source,
 )
-from search.kinds.features import FeaturesKind, FeaturesModel
-from search.kinds.finetune import FinetuneKind, FinetuneModel
+from search.kinds.features.kind import FeaturesKind, FeaturesModel
+from search.kinds.features.trainer import build_pipeline, layer_widths, select_features
+from search.kinds.finetune.kind import FinetuneKind, FinetuneModel
+from search.kinds.finetune.trainer import train_finetune
 from search.kinds.model_files import read_model, unzip_model, write_model, zip_model
 from search.kinds.registry import register_kind
 from search.models.backbones import Backbone
 from search.training.configs import FeaturesConfig, SpaceContext
 from search.training.core import NullReporter, Status, TrainSettings, TrialResult
-from search.training.features import build_pipeline, layer_widths, select_features
-from search.training.finetune import train_finetune
 from tests.helpers import head_config
 
 CPU = torch.device("cpu")

@@ -20,6 +20,7 @@ from search.cli.run import main as run_main
 from search.data.dataset import SPLIT_CODES, Dataset, decode_source, stratified_split
 from search.data.sources import TEST, TRAIN, VAL, open_source
 from search.kinds import SourceTrial
+from search.kinds.finetune.trainer import reinitialise, train_finetune, trained_span
 from search.kinds.transfer import transferred_backbone
 from search.models.backbones import freeze
 from search.models.scratch import scratch_backbone
@@ -31,7 +32,6 @@ from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
 from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import NullReporter, Status, TrainSettings
-from search.training.finetune import reinitialise, train_finetune, trained_span
 from tests.helpers import FAST, head_config
 
 LOWER = ("0", "1", "2", "3", "4")

@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.errors import UserError
 from search.kinds import ModelInputs, TrainedModel, get_kind
-from search.kinds.scratch import REFERENCE
+from search.kinds.scratch.kind import REFERENCE
 from search.models.scratch import scratch_backbone
 from search.study.checkpoints import CHECKPOINT_ATTR, KEPT_MODELS, load_kept_model, save_if_among_best
 from search.training.core import METRICS, EpochMetrics, Status, TrialResult

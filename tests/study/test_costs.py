@@ -16,7 +16,7 @@ from torch import nn
 from search.data.feature_cache import FeatureExtractor, pool
 from search.data.pixels import normalize_pixels
 from search.kinds.base import InferenceParts, network_size
-from search.kinds.features import prefix_modules, tap_timer
+from search.kinds.features.kind import prefix_modules, tap_timer
 from search.models.backbones import create_backbone
 from search.results.costs import pareto_front, section_costs, timed
 from search.study.costs import BATCHES, HEAD_BUDGET_MS, MIN_REPEATS, REPEATS, CostMeter

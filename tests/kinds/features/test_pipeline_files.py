@@ -20,15 +20,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from search.errors import UserError
-from search.kinds.features import PIPELINE_FILE
+from search.kinds.features.kind import PIPELINE_FILE
+from search.kinds.features.pipeline_files import dump_pipeline, fitted_bytes, fitted_numbers, load_pipeline
+from search.kinds.features.trainer import build_pipeline
 from search.kinds.model_files import unzip_model
 from search.kinds.weights_file import WEIGHTS_FILE
 from search.results.bundles import load_bundle, save_bundle
 from search.results.reading import artifact_store_for, best_trial
 from search.study.trained import load_trial_model
 from search.training.configs import FeaturesConfig
-from search.training.features import build_pipeline
-from search.training.pipeline_files import dump_pipeline, fitted_bytes, fitted_numbers, load_pipeline
 from tests.conftest import write_image_folder
 from tests.results_study import finished_study, run_search
 

@@ -18,7 +18,8 @@ from search.cli.results import main as results_main
 from search.cli.run import main as run_main
 from search.data.dataset import SPLIT_CODES, decode_source
 from search.data.sources import VAL, open_source
-from search.kinds.finetune import finetuned_parts, network_of
+from search.kinds.finetune.kind import finetuned_parts, network_of
+from search.kinds.finetune.trainer import trained_span
 from search.models.heads import FLATTEN_GRID
 from search.models.scratch import scratch_backbone
 from search.results.bundles import load_bundle
@@ -26,7 +27,6 @@ from search.study.artifacts import PER_CLASS_FILE, fetch_artifact, open_artifact
 from search.study.record import read_record, trial_artifacts
 from search.study.trained import load_trial_model
 from search.training.configs import ScratchConfig, SpaceContext
-from search.training.finetune import trained_span
 from spaces import get_space
 from spaces._optimizers import SGD_MOMENTUM
 from spaces.scratch import FIRST_CHANNELS, MAX_CHANNELS, users_cnn

@@ -32,7 +32,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
-from search.training.child_fit import in_child
+from search.kinds.features.child_fit import in_child
 from search.training.configs import FeaturesConfig
 from search.training.core import EpochMetrics, Reporter, Status, TrainSettings, TrialResult
 

@@ -26,15 +26,7 @@ from search.kinds.base import (
     giving_network,
     network_size,
 )
-from search.kinds.registry import get_kind, register_kind
-from search.kinds.transfer import transferred_backbone
-from search.kinds.weights_file import read_weights, write_weights
-from search.models.backbones import Backbone, create_backbone
-from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
-from search.training.configs import BACKBONE_PARAM, FeaturesConfig, config_from_dict, plain_params
-from search.training.core import Reporter, TrainSettings, TrialResult
-from search.training.features import pooled_columns, select_features, train_features
-from search.training.pipeline_files import (
+from search.kinds.features.pipeline_files import (
     SKOPS_SUFFIX,
     dump_pipeline,
     fitted_bytes,
@@ -42,6 +34,14 @@ from search.training.pipeline_files import (
     load_pipeline,
     pipeline_to_onnx,
 )
+from search.kinds.features.trainer import pooled_columns, select_features, train_features
+from search.kinds.registry import get_kind, register_kind
+from search.kinds.transfer import transferred_backbone
+from search.kinds.weights_file import read_weights, write_weights
+from search.models.backbones import Backbone, create_backbone
+from search.models.onnx_graphs import OPSET, FromPixels, chain, module_to_onnx
+from search.training.configs import BACKBONE_PARAM, FeaturesConfig, config_from_dict, plain_params
+from search.training.core import Reporter, TrainSettings, TrialResult
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from search.data.dataset import Dataset, decode_source
 from search.data.feature_cache import FeatureCache
 from search.data.sources import VAL, open_source
 from search.errors import UserError
+from search.kinds.features.trainer import rf_stages, train_features
 from search.study.runner import PreparedStudy, prepare, run
 from search.study.spec import StudySpec
 from search.study.trained import load_trial_model
 from search.training.configs import FeaturesConfig
 from search.training.core import EpochMetrics, Status, TrainSettings
-from search.training.features import rf_stages, train_features
 from spaces import get_space
 from tests.conftest import write_image_folder
 from tests.spaces.test_finetune_space import CTX

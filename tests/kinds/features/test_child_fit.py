@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from search.training.child_fit import in_child
+from search.kinds.features.child_fit import in_child
 from search.training.core import TrialFailed
 from tests.helpers import ROOT
 
@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.svm import SVC
 from search.cli.exit import exit_promptly
 from search.cli.run import _interrupt_on_sigterm
-from search.training.child_fit import in_child
+from search.kinds.features.child_fit import in_child
 
 signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # what run_study.py installs
 rng = np.random.default_rng(0)

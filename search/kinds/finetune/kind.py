@@ -27,6 +27,7 @@ from search.kinds.base import (
     StudyKind,
     network_size,
 )
+from search.kinds.finetune.trainer import head_for, train_finetune, trained_span
 from search.kinds.registry import register_kind
 from search.kinds.transfer import source_from_record, source_record, transferred_backbone
 from search.kinds.weights_file import read_weights, write_weights
@@ -36,7 +37,6 @@ from search.models.onnx_graphs import PROBABILITIES, FromPixels, module_to_onnx
 from search.models.prefix_cache import FrozenPrefixCache
 from search.training.configs import FinetuneConfig, ScratchConfig, config_from_dict, plain_params
 from search.training.core import Reporter, TrainSettings, TrialResult
-from search.training.finetune import head_for, train_finetune, trained_span
 from search.training.stage_costs import StageCosts, measure_stage_costs
 from search.training.words import finetune_method
 

@@ -12,10 +12,7 @@ import torch
 
 from search.data.dataset import Dataset
 from search.data.sources import TRAIN, VAL
-from search.models.backbones import Backbone
-from search.models.prefix_cache import FrozenPrefixCache
-from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings
-from search.training.finetune import (
+from search.kinds.finetune.trainer import (
     _Network,
     _probe,
     _train_epoch,
@@ -24,6 +21,9 @@ from search.training.finetune import (
     train_finetune,
     warmup_cosine,
 )
+from search.models.backbones import Backbone
+from search.models.prefix_cache import FrozenPrefixCache
+from search.training.core import EpochMetrics, NullReporter, Status, TrainSettings
 from tests.helpers import head_config
 
 SETTINGS = TrainSettings(max_epochs=4, patience=3, device=torch.device("cpu"), seed=0)

@@ -18,14 +18,14 @@ from search.data.dataset import decode_source
 from search.data.sizing import MIN_IMAGE_SIZE
 from search.data.sources import ImageSource
 from search.kinds.base import KindInputs, ModelInputs, Prepared
-from search.kinds.finetune import FinetuneModel, NetworkKind, finetuned_parts, network_of
+from search.kinds.finetune.kind import FinetuneModel, NetworkKind, finetuned_parts, network_of
+from search.kinds.finetune.trainer import train_finetune
 from search.kinds.registry import register_kind
 from search.kinds.weights_file import read_weights, write_weights
 from search.models.backbones import SIGNED_UNIT, Backbone
 from search.models.scratch import SCRATCH_NAME, ConvBlocks, scratch_backbone
 from search.training.configs import ScratchConfig, config_from_dict
 from search.training.core import Reporter, TrainSettings, TrialResult
-from search.training.finetune import train_finetune
 
 CPU_MAX_SIZE = 64  # on a CPU a scratch study sees small images (32-64 px); the users' CNNs were sized for 32
 GPU_MAX_SIZE = 224  # on a GPU, photos at up to the usual full size
