@@ -27,13 +27,14 @@ class Space:
     summary: str
     kind: str = "finetune"  # the study kind it proposes configs for (search.kinds), which prepares the data and trains
     first_trials: FirstTrials | None = None  # enqueued on a new study, in order, so no search ends below them
+    main_choices: tuple[str, ...] = ()  # its parameters a report compares first (by name, as it suggests them)
 
 
 _REGISTRY: dict[str, Space] = {}
 
 
 def register_space(
-    name: str, *, kind: str = "finetune", first_trials: FirstTrials | None = None
+    name: str, *, kind: str = "finetune", first_trials: FirstTrials | None = None, main_choices: tuple[str, ...] = ()
 ) -> Callable[[Suggest], Suggest]:
     """Register `suggest` under `name`; registering a name twice is an error."""
     if kind not in kind_names():
@@ -43,7 +44,7 @@ def register_space(
         if name in _REGISTRY:
             raise ValueError(f"search space '{name}' is already registered")
         summary = next(iter((suggest.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = Space(name=name, suggest=suggest, summary=summary, kind=kind, first_trials=first_trials)
+        _REGISTRY[name] = Space(name, suggest, summary, kind, first_trials, main_choices)
         return suggest
 
     return add
@@ -83,4 +84,5 @@ def _space_from_file(path: Path) -> Space:
     kind = getattr(module, "KIND", "finetune")
     if kind not in kind_names():
         raise UserError(f"space file {path}: KIND must be one of {', '.join(kind_names())}, not {kind!r}")
-    return Space(name=str(path), suggest=suggest, summary=(module.__doc__ or "").strip(), kind=kind)
+    main_choices = tuple(getattr(module, "MAIN_CHOICES", ()))  # optional, like KIND
+    return Space(str(path), suggest, (module.__doc__ or "").strip(), kind, main_choices=main_choices)

@@ -15,6 +15,9 @@ RF_TREE_MAX_ITEMS = (
 )
 
 
+MAIN_CHOICES = ("backbone", "classifier", "feat_pca")  # what a report compares first
+
+
 def classifiers_for(train_size: int) -> list[str]:
     """What fits the data's size: kernel SVMs on small data, a logistic regression by SGD on big data."""
     if train_size <= KERNEL_SVM_MAX_ITEMS:
@@ -38,7 +41,7 @@ def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
     return [standard_recipe(ctx)]
 
 
-@register_space("features", kind="features", first_trials=first_trials)
+@register_space("features", kind="features", first_trials=first_trials, main_choices=MAIN_CHOICES)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FeaturesConfig:
     """Which layers to tap (one on/off choice per layer, so the sampler learns which help), then a classifier."""
     layers, pooling, l2 = [], [], []

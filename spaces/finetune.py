@@ -17,6 +17,9 @@ ADAM_LR = (1e-5, 1e-2)
 PROBE_EPOCHS = (2, 10)  # LP passes over cached features: cheap, and a well-fitted head is what LP-FT needs
 
 
+MAIN_CHOICES = ("backbone", "unfreeze_blocks", "augment", "cut", "optimizer")  # what a report compares first
+
+
 def batch_sizes_for(ctx: SpaceContext) -> list[int]:
     """The batch sizes a study may try: at most a quarter of the training set, so an epoch has a few steps."""
     return [b for b in BATCH_SIZES if b <= max(BATCH_SIZES[0], ctx.train_size // 4)]
@@ -73,7 +76,7 @@ def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
     return [linear_probe(ctx), standard_recipe(ctx)]
 
 
-@register_space("finetune", first_trials=first_trials)
+@register_space("finetune", first_trials=first_trials, main_choices=MAIN_CHOICES)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> FinetuneConfig:
     """Fine-tune a pretrained backbone cut at a chosen stage, with a new head."""
     cut = trial.suggest_categorical(ctx.own("cut"), list(ctx.cut_points))

@@ -21,6 +21,9 @@ FIRST_CHANNELS = {"cpu": {3: (16, 64), 5: (16, 32)}, "cuda": {3: (16, 256), 5: (
 MAX_CHANNELS = {"cpu": 128, "cuda": 256}
 
 
+MAIN_CHOICES = ("blocks", "head_pool", "batchnorm", "optimizer", "augment")  # what a report compares first
+
+
 def channels_per_block(first: int, blocks: int, growth: str, cap: int) -> tuple[int, ...]:
     """`first` maps in block 1, then doubled each block up to `cap` ("double") or the same ("constant")."""
     return tuple(min(cap, first * 2**i) if growth == "double" else first for i in range(blocks))
@@ -57,7 +60,7 @@ def first_trials(ctx: SpaceContext) -> list[dict[str, Any]]:
     return [users_cnn(ctx)]
 
 
-@register_space("scratch", kind="scratch", first_trials=first_trials)
+@register_space("scratch", kind="scratch", first_trials=first_trials, main_choices=MAIN_CHOICES)
 def suggest(trial: optuna.trial.BaseTrial, ctx: SpaceContext) -> ScratchConfig:
     """A small CNN from scratch: conv blocks, kernel, batch norm, pooling, dense layers and the optimiser, jointly."""
     device = "cpu" if ctx.device == "cpu" else "cuda"

@@ -126,7 +126,6 @@ class StudyKind(ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type]
-    main_choices: ClassVar[tuple[str, ...]] = ()  # parameters a report compares first
     # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
     stands_on_backbone: ClassVar[bool] = True
 

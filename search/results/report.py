@@ -41,6 +41,7 @@ from search.study.plots import DPI, plot_confusion, plot_curves
 from search.study.record import StudyRecord, completed_trials, record_of, trial_artifacts
 from search.study.scores import Classification
 from search.study.trial_facts import TrialFacts, feasible, objective_value
+from spaces import get_space
 
 MAX_GROUPS = 6  # tables in "By choice"
 MAX_GROUP_VALUES = 8  # an integer parameter with more values than this is a knob, not a choice
@@ -95,9 +96,12 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 
 
 def _main_choices(record: StudyRecord, study: optuna.Study) -> tuple[str, ...]:
-    """The choices users of this study's kind compare first; other low-cardinality parameters follow."""
+    """The choices the study's space names to compare first; other low-cardinality parameters follow.
+
+    A user's space file that is gone (or now fails to import) names none: the report ranks by importance.
+    """
     try:
-        return record.kind().main_choices
+        return get_space(record.made.space).main_choices
     except UserError:
         return ()
 

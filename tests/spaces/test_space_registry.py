@@ -64,6 +64,7 @@ def test_the_bundled_spaces_are_registered_with_their_kinds() -> None:
     features = get_space("features")
     assert features.kind == "features" and features.first_trials is first_trials
     assert features.summary and "\n" not in features.summary, "the first docstring line"
+    assert features.main_choices[:2] == ("backbone", "classifier"), "what its report compares first"
 
 
 def test_an_unknown_name_lists_the_spaces() -> None:
@@ -125,6 +126,12 @@ def test_a_valid_features_file_is_a_features_space(tmp_path: Path) -> None:
 def test_a_file_without_kind_is_a_finetune_space(tmp_path: Path) -> None:
     path = write(tmp_path, VALID_FEATURES_FILE.replace('KIND = "features"\n', ""), "no_kind.py")
     assert get_space(str(path)).kind == "finetune"
+
+
+def test_a_file_names_its_main_choices_in_its_own_words(tmp_path: Path) -> None:
+    assert get_space(str(write(tmp_path, VALID_FEATURES_FILE, "probe.py"))).main_choices == ()
+    named = VALID_FEATURES_FILE.replace('KIND = "features"\n', 'KIND = "features"\nMAIN_CHOICES = ["logreg_c"]\n')
+    assert get_space(str(write(tmp_path, named, "named.py"))).main_choices == ("logreg_c",)
 
 
 def probe_config(ctx: SpaceContext) -> FeaturesConfig:

@@ -187,7 +187,6 @@ class FeaturesKind(StudyKind):
 
     name = "features"
     config_type = FeaturesConfig
-    main_choices = ("backbone", "classifier", "feat_pca")
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
         """The study's own backbone under a fine-tuned source (whose stages stand on it); a scratch network alone."""

@@ -162,7 +162,6 @@ class FinetuneKind(NetworkKind):
 
     name = "finetune"
     config_type = FinetuneConfig
-    main_choices = ("backbone", "unfreeze_blocks", "augment", "cut", "optimizer")
 
     def network_parts(
         self, config: Any, backbone: Backbone, num_classes: int

@@ -44,7 +44,6 @@ class ScratchKind(NetworkKind):
 
     name = "scratch"
     config_type = ScratchConfig
-    main_choices = ("blocks", "head_pool", "batchnorm", "optimizer", "augment")
     stands_on_backbone = False
 
     def network_parts(self, config: Any, backbone: Backbone, num_classes: int) -> tuple[Any, Any]:
