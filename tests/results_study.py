@@ -25,6 +25,7 @@ from search.data.sources import TEST, open_source
 from search.kinds import TrainedModel
 from search.results.onnx_bundle import load_onnx_bundle
 from search.results.predict import image_files
+from search.study.record import record_of
 from search.study.spec import StudySpec
 from tests.helpers import FAST, FEW_DIGITS, PHOTOS, ROOT
 
@@ -94,9 +95,9 @@ def run_search(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Comple
 
 def write_test_digits(study: optuna.Study, out: Path) -> Path:
     """The study's test-split digits as PNG files in class folders, as a user would have them on disk."""
-    source = open_source("digits", root=Path("studies/datasets"), classes=study.user_attrs["spec"]["classes"])
-    storage = study._storage
-    split = storage.get_study_system_attrs(study._study_id)["data_split"]
+    source = open_source("digits", root=Path("studies/datasets"), classes=record_of(study).made.classes)
+    split = record_of(study).split
+    assert split is not None, "the study recorded its split"
     for index, code in enumerate(split):
         if code == SPLIT_CODES[TEST]:
             folder = out / source.class_names[int(source.labels[index])]

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from search.cli.console import StudyProgress, configure_logging, print_summary
 from search.cli.launcher import run_workers
 from search.errors import StudyAborted, UserError
-from search.kinds import get_kind
+from search.kinds import get_kind, stands_on_backbone
 from search.models import zoo
 from search.models.backbones import list_backbones
 from search.study import runner
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Every StudySpec field has a flag of the same name; a scratch study's default name names no backbone."""
     spec = StudySpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudySpec)})
-    if spec.study_name is None and not get_kind(get_space(spec.space).kind).stands_on_backbone:
+    if spec.study_name is None and not stands_on_backbone(get_kind(get_space(spec.space).kind)):
         return dataclasses.replace(spec, study_name=spec.default_study_name(with_backbone=False))
     return spec
 

@@ -3,13 +3,14 @@ search.kinds.base.
 
 Adding a kind is one package whose StudyKind subclass is decorated with `register_kind`, imported here.
 What a kind can do beyond the core (stand on another trial's network, give its own network to
-another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork).
+another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork, BuildsOwnNetwork).
 """
 
 from search.kinds import features as features
 from search.kinds import finetune as finetune
 from search.kinds import scratch as scratch
 from search.kinds.base import (
+    BuildsOwnNetwork,
     GivesNetwork,
     KindInputs,
     ModelInputs,
@@ -20,11 +21,13 @@ from search.kinds.base import (
     TakesSource,
     TrainedModel,
     giving_network,
+    stands_on_backbone,
     taking_source,
 )
 from search.kinds.registry import get_kind, kind_names, kind_of_config, register_kind
 
 __all__ = [
+    "BuildsOwnNetwork",
     "GivesNetwork",
     "KindInputs",
     "ModelInputs",
@@ -39,5 +42,6 @@ __all__ = [
     "kind_names",
     "kind_of_config",
     "register_kind",
+    "stands_on_backbone",
     "taking_source",
 ]

@@ -126,8 +126,6 @@ class StudyKind(ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type]
-    # whether a trial's network is rebuilt on the backbone it stood on (finetune) or from its config alone (scratch)
-    stands_on_backbone: ClassVar[bool] = True
 
     def study_backbone(self, name: str, *, pretrained: str, weights_file: Path | None) -> Backbone:
         """The backbone a study of this kind stands on when no trial is transferred (--backbone and its weights)."""
@@ -231,6 +229,20 @@ class GivesNetwork(Protocol):
         `backbone` is the one the trial stood on, for kinds that train on one.
         """
         ...
+
+
+@runtime_checkable
+class BuildsOwnNetwork(Protocol):
+    """A kind whose trials build their network from their config alone (scratch): it stands on no backbone."""
+
+    def own_network(self, config: Any) -> Backbone:
+        """The trial's untrained network, as stages a trainer (and another study) can use like a backbone's."""
+        ...
+
+
+def stands_on_backbone(kind: StudyKind) -> bool:
+    """Whether a trial's network is built on the study's backbone (finetune, features) or on its own (scratch)."""
+    return not isinstance(kind, BuildsOwnNetwork)
 
 
 def taking_source(kind: StudyKind) -> TakesSource:

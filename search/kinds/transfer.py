@@ -12,14 +12,14 @@ from typing import Any
 
 from torch import nn
 
-from search.kinds.base import SourceTrial, giving_network
+from search.kinds.base import SourceTrial, giving_network, stands_on_backbone
 from search.kinds.registry import get_kind
 from search.models.backbones import Backbone, create_backbone, freeze
 
 
 def source_base(source: SourceTrial) -> Backbone | None:
     """The backbone the source trial stood on, as its study recorded it; None when its kind stands on none."""
-    if not get_kind(source.kind).stands_on_backbone:
+    if not stands_on_backbone(get_kind(source.kind)):
         return None
     weights = Path(source.weights) if source.weights else None
     backbone = create_backbone(source.backbone, pretrained=source.pretrained, weights_file=weights)
@@ -33,10 +33,10 @@ def transferred_backbone(source: SourceTrial, base: Backbone | None = None) -> B
     flags against the source's); otherwise it is built from the source's record.
     """
     kind = get_kind(source.kind)
-    if kind.stands_on_backbone and base is None:
+    if stands_on_backbone(kind) and base is None:
         base = source_base(source)
     stages, cut_points = giving_network(kind).trained_stages(
-        source.config, source.model, base if kind.stands_on_backbone else None, len(source.classes)
+        source.config, source.model, base if stands_on_backbone(kind) else None, len(source.classes)
     )
     backbone = Backbone(
         name=f"trial {source.study_name}:{source.number}",

@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from search.data.sizing import typical_size
 from search.data.sources import ImageSource, open_source
 from search.errors import UserError
-from search.kinds import SourceTrial, StudyKind, get_kind, taking_source
+from search.kinds import SourceTrial, StudyKind, get_kind, stands_on_backbone, taking_source
 from search.models.backbones import Backbone
 from search.models.zoo import ZOO, available, zoo_names
 from search.study.artifacts import open_artifact_store
@@ -52,7 +52,7 @@ def open_spec(spec: StudySpec) -> Opened:
     device = resolve_device(spec.device)
     source = open_source(spec.data, root=spec.data_root, classes=spec.classes)
     named = spec.backbones != (ZOO,)
-    if (len(spec.backbones) > 1 or not named) and not kind.stands_on_backbone:
+    if (len(spec.backbones) > 1 or not named) and not stands_on_backbone(kind):
         raise UserError(f"{kind.name} studies stand on no backbone; give --backbone one name or leave it out")
     backbones = tuple(_study_backbone(spec, kind, name) for name in spec.backbones) if named else ()
     storage = open_storage(spec.storage)
@@ -93,7 +93,7 @@ def _source_trial(
         return None
     taking_source(kind)  # a one-line error before the source is read
     source = read_source_trial(spec.from_trial, storage, store)
-    if not get_kind(source.kind).stands_on_backbone:
+    if not stands_on_backbone(get_kind(source.kind)):
         return source  # a scratch network is its own backbone
     theirs = {"backbone": source.backbone, "pretrained": source.pretrained, "weights": source.weights}
     ours = {

@@ -20,6 +20,7 @@ from search.data.pixels import normalize_pixels
 from search.data.sources import TEST, TRAIN, VAL
 from search.errors import UserError
 from search.kinds import (
+    BuildsOwnNetwork,
     GivesNetwork,
     ModelInputs,
     SourceTrial,
@@ -29,6 +30,7 @@ from search.kinds import (
     giving_network,
     kind_names,
     kind_of_config,
+    stands_on_backbone,
     taking_source,
 )
 from search.kinds.features.kind import FeaturesKind, FeaturesModel
@@ -275,6 +277,8 @@ def test_a_kinds_capabilities_are_what_it_can_do() -> None:
     assert not isinstance(scratch, TakesSource)
     assert isinstance(finetune, GivesNetwork) and isinstance(scratch, GivesNetwork)
     assert not isinstance(features, GivesNetwork)
+    assert isinstance(scratch, BuildsOwnNetwork) and not isinstance(finetune, BuildsOwnNetwork)
+    assert stands_on_backbone(finetune) and stands_on_backbone(features) and not stands_on_backbone(scratch)
     with pytest.raises(UserError, match="needs a finetune or scratch trial"):
         giving_network(features)
     with pytest.raises(UserError, match="--from-trial is not for scratch studies"):

@@ -23,7 +23,7 @@ from search.study.artifacts import (
     save_trial_artifacts,
 )
 from search.study.evaluation import evaluate_on_test, stored_test_part
-from search.study.record import TEST_ATTR, trial_artifacts
+from search.study.record import TEST_ATTR, record_of, trial_artifacts
 from search.training.core import EpochMetrics, Status, TrialResult
 from tests.results_study import FinishedStudy, finished_study, png_ok
 
@@ -83,9 +83,9 @@ def test_stored_test_part_is_the_study_test_split(study: FinishedStudy) -> None:
     """The streamed test images (report, features studies) are the in-memory ones of the same split."""
     loaded = study.load()
     images, labels = stored_test_part(loaded)
-    storage = loaded._storage
-    split = storage.get_study_system_attrs(loaded._study_id)["data_split"]
-    digits = open_source("digits", root=Path("studies/datasets"), classes=loaded.user_attrs["spec"]["classes"])
+    split = record_of(loaded).split
+    assert split is not None, "the study recorded its split"
+    digits = open_source("digits", root=Path("studies/datasets"), classes=record_of(loaded).made.classes)
     same = decode_source(digits, image_size=32).with_split(split)
     expected_images, expected_labels = same.part(TEST)
     assert torch.equal(labels, expected_labels)

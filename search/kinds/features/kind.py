@@ -25,6 +25,7 @@ from search.kinds.base import (
     StudyKind,
     giving_network,
     network_size,
+    stands_on_backbone,
 )
 from search.kinds.features.pipeline_files import (
     SKOPS_SUFFIX,
@@ -190,7 +191,7 @@ class FeaturesKind(StudyKind):
 
     def source_backbone(self, source: SourceTrial, base: Backbone) -> Backbone:
         """The study's own backbone under a fine-tuned source (whose stages stand on it); a scratch network alone."""
-        return base if get_kind(source.kind).stands_on_backbone else transferred_backbone(source)
+        return base if stands_on_backbone(get_kind(source.kind)) else transferred_backbone(source)
 
     def prepare(self, source: ImageSource, inputs: KindInputs) -> Prepared:
         return stream_features(source, _extractor(inputs), inputs)
@@ -237,7 +238,7 @@ class FeaturesKind(StudyKind):
         if source_config:  # the tapped trial's network, shape only: a scratch one stood on no backbone
             assert source_kind is not None and source_classes is not None, "write_bundle records the source's kind"
             giver = get_kind(source_kind)
-            backbone = create_backbone(record["backbone"], pretrained="none") if giver.stands_on_backbone else None
+            backbone = create_backbone(record["backbone"], pretrained="none") if stands_on_backbone(giver) else None
             tap_model, taps = giving_network(giver).tap_model(source_config, None, backbone, source_classes)
         else:
             backbone = create_backbone(record["backbone"], pretrained="none")  # the bundle's weights replace all of it

@@ -26,6 +26,7 @@ from search.kinds.base import (
     SourceTrial,
     StudyKind,
     network_size,
+    stands_on_backbone,
 )
 from search.kinds.finetune.trainer import head_for, train_finetune, trained_span
 from search.kinds.registry import register_kind
@@ -126,7 +127,7 @@ class NetworkKind(StudyKind):
     ) -> tuple[OrderedDict[str, nn.Module], nn.Sequential]:
         """A kept model's stages and head (copies: another study trains or taps them), or the untrained shape."""
         if model is None:
-            assert backbone is not None or not self.stands_on_backbone, "a finetune trial stood on a backbone"
+            assert backbone is not None or not stands_on_backbone(self), "a finetune trial stood on a backbone"
             return self.network_parts(self.config_of(config), backbone, num_classes)  # type: ignore[arg-type]
         parts = OrderedDict((name, copy.deepcopy(module)) for name, module in model.network.named_children())
         head = parts.pop("head")

@@ -44,7 +44,9 @@ class ScratchKind(NetworkKind):
 
     name = "scratch"
     config_type = ScratchConfig
-    stands_on_backbone = False
+
+    def own_network(self, config: Any) -> Backbone:
+        return scratch_backbone(config.architecture)  # config: the trial's ScratchConfig
 
     def network_parts(self, config: Any, backbone: Backbone, num_classes: int) -> tuple[Any, Any]:
         return _parts(config, None, num_classes)
@@ -69,7 +71,7 @@ class ScratchKind(NetworkKind):
         self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Reporter, settings: TrainSettings
     ) -> TrialResult:
         torch.manual_seed(settings.seed)  # the trial's initial weights, as reproducible as the rest
-        network = scratch_backbone(config.architecture)
+        network = self.own_network(config)
         network.stages.to(settings.device)
         return train_finetune(config.as_finetune(), prepared.data, network, reporter, settings)
 
