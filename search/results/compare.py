@@ -17,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
 from search.errors import UserError
+from search.kinds import get_kind, stands_on_backbone
 from search.results.reading import artifact_store_for, load_existing_study
 from search.results.text import markdown_table, percent
 from search.study.artifacts import PER_CLASS_FILE, fetch_artifact, read_per_class
@@ -81,8 +82,8 @@ def _trained_from(record: StudyRecord) -> str:
     resolved = record.resolved
     if resolved is not None and resolved.source:
         return f"trial {resolved.source['trial']} ({resolved.source['kind']})"
-    if resolved is not None and resolved.kind == "scratch":
-        return "random init"
+    if resolved is not None and not stands_on_backbone(get_kind(resolved.kind)):
+        return "random init"  # each trial built its own network
     return f"{record.spec.backbone} ({record.spec.pretrained})" if record.spec else MISSING
 
 
