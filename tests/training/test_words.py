@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from search.training.configs import FeaturesConfig, ScratchConfig
+from search.training.configs import FeaturesConfig
 from search.training.words import in_words, method
+from tests.helpers import scratch_config
 from tests.kinds.test_kinds import FEATURES, FINETUNE
 
 
@@ -37,22 +38,8 @@ def test_a_features_trial_names_its_classifier_layers_and_pooling() -> None:
 
 
 def test_a_scratch_trial_reads_as_its_network() -> None:
-    config = ScratchConfig(
-        channels=(32, 64),
-        convs_per_block=2,
-        kernel_size=3,
-        batchnorm=True,
-        pool="max",
-        head_pool="avg",
-        fc_layers=0,
-        fc_width=64,
-        dropout=0.0,
-        optimizer="sgd",
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=0.0,
-        batch_size=64,
-        augment="none",
+    config = scratch_config(
+        channels=(32, 64), convs_per_block=2, fc_width=64, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64
     )
     assert in_words(config) == (
         "a 2-block CNN from scratch (32-64 maps, 2 3x3 convs a block, batch norm, max pool); "
