@@ -3,7 +3,7 @@ search.kinds.base.
 
 Adding a kind is one package whose StudyKind subclass is decorated with `register_kind`, imported here.
 What a kind can do beyond the core (stand on another trial's network, give its own network to
-another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork, BuildsOwnNetwork).
+another study) is a capability protocol it meets by having the methods (TakesSource, GivesNetwork, BuildsOwnNetwork, SavesModels, ExportsOnnx, MeasuresCosts).
 """
 
 from search.kinds import features as features
@@ -11,16 +11,21 @@ from search.kinds import finetune as finetune
 from search.kinds import scratch as scratch
 from search.kinds.base import (
     BuildsOwnNetwork,
+    ExportsOnnx,
     GivesNetwork,
     KindInputs,
+    MeasuresCosts,
     ModelInputs,
     Part,
     Prepared,
+    SavesModels,
     SourceTrial,
     StudyKind,
     TakesSource,
     TrainedModel,
+    exporting_onnx,
     giving_network,
+    saving_models,
     stands_on_backbone,
     taking_source,
 )
@@ -28,20 +33,25 @@ from search.kinds.registry import get_kind, kind_names, kind_of_config, register
 
 __all__ = [
     "BuildsOwnNetwork",
+    "ExportsOnnx",
     "GivesNetwork",
     "KindInputs",
+    "MeasuresCosts",
     "ModelInputs",
     "Part",
     "Prepared",
+    "SavesModels",
     "SourceTrial",
     "StudyKind",
     "TakesSource",
     "TrainedModel",
+    "exporting_onnx",
     "get_kind",
     "giving_network",
     "kind_names",
     "kind_of_config",
     "register_kind",
+    "saving_models",
     "stands_on_backbone",
     "taking_source",
 ]

@@ -1,10 +1,13 @@
-"""What a study kind is: the base every kind implements, and what the runner hands it.
+"""What a study kind is: the small core every kind implements, the capabilities some have, and what
+the runner hands them.
 
 A kind decides everything that differs between studies that train a network (finetune) and studies
-that fit a classifier on extracted features (features): its config type, how its data is prepared,
-how a trial trains, how its trained model is built, written to a bundle, read back and described.
-A trial keeps its model as the very bundle `export` writes (search.kinds.model_files).
-The runner, objective, checkpoints, export and console ask the study's kind; nothing else tests for one.
+that fit a classifier on extracted features (features). Its core (StudyKind): its config type, how
+its data is prepared, how a trial trains, how its trained parts become a model, how a trial is
+described. What only some kinds can do is a capability protocol met by having the methods:
+SavesModels (trials keep the very folder `export` writes: search.kinds.model_files), ExportsOnnx,
+MeasuresCosts, TakesSource, GivesNetwork, BuildsOwnNetwork. The runner, objective, checkpoints, export
+and console ask the study's kind, or whether it has a capability; nothing tests for a kind's name.
 """
 
 from __future__ import annotations
@@ -167,22 +170,6 @@ class StudyKind(ABC):
         """A trial's model, ready to predict, from its config and trained parts (TrialResult.model)."""
 
     @abstractmethod
-    def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
-        """Write the model's files into an export folder; returns what its bundle.json records about it."""
-
-    @abstractmethod
-    def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> TrainedModel:
-        """The model of an export folder written by `write_bundle`."""
-
-    @abstractmethod
-    def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
-        """A complete trial's model (TrialResult.model) as parts to time and measure (search.study.costs)."""
-
-    @abstractmethod
-    def onnx_graph(self, model: Any) -> Any:
-        """The whole model as one onnx.ModelProto: uint8 images [N, 3, S, S] in, `probabilities` [N, classes] out."""
-
-    @abstractmethod
     def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
         """The parameters that tell this kind's trials apart, for one line of the console."""
 
@@ -243,6 +230,51 @@ class BuildsOwnNetwork(Protocol):
 def stands_on_backbone(kind: StudyKind) -> bool:
     """Whether a trial's network is built on the study's backbone (finetune, features) or on its own (scratch)."""
     return not isinstance(kind, BuildsOwnNetwork)
+
+
+@runtime_checkable
+class SavesModels(Protocol):
+    """A kind whose trained models are written to a folder and read back: trials keep them, `export` writes them."""
+
+    def write_bundle(self, model: Any, folder: Path) -> dict[str, Any]:
+        """Write the model's files into its folder; returns what its bundle.json records about it."""
+        ...
+
+    def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> TrainedModel:
+        """The model of a folder written by `write_bundle`."""
+        ...
+
+
+@runtime_checkable
+class ExportsOnnx(Protocol):
+    """A kind whose trained model is one ONNX graph (`export --format onnx`)."""
+
+    def onnx_graph(self, model: Any) -> Any:
+        """The whole model as one onnx.ModelProto: uint8 images [N, 3, S, S] in, `probabilities` [N, classes] out."""
+        ...
+
+
+@runtime_checkable
+class MeasuresCosts(Protocol):
+    """A kind whose trials' models are timed and weighed (latency, size; the deployment constraints)."""
+
+    def inference_parts(self, config: Any, model: Any, prepared: Prepared, backbone: Backbone) -> InferenceParts:
+        """A complete trial's model (TrialResult.model) as parts to time and measure (search.study.costs)."""
+        ...
+
+
+def saving_models(kind: StudyKind) -> SavesModels:
+    """The kind as one whose models are saved; a one-line error for the others."""
+    if not isinstance(kind, SavesModels):
+        raise UserError(f"{kind.name} models cannot be saved or exported: the kind writes no model folder")
+    return kind
+
+
+def exporting_onnx(kind: StudyKind) -> ExportsOnnx:
+    """The kind as one whose models are one ONNX graph; a one-line error for the others."""
+    if not isinstance(kind, ExportsOnnx):
+        raise UserError(f"{kind.name} models have no ONNX graph; export them without --format onnx")
+    return kind
 
 
 def taking_source(kind: StudyKind) -> TakesSource:

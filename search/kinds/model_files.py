@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from search.bundle_format import BUNDLE_FILE
-from search.kinds.base import TrainedModel
+from search.kinds.base import TrainedModel, saving_models
 from search.kinds.registry import get_kind
 
 MODEL_FORMAT = "transfer-search-model/2"  # 2: safetensors weights; trials keep the same folder
@@ -39,7 +39,7 @@ def model_record(model: TrainedModel) -> dict[str, Any]:
 def write_model(model: TrainedModel, out: Path) -> None:
     """The kind's files, then bundle.json describing them."""
     out.mkdir(parents=True, exist_ok=True)
-    record = model_record(model) | get_kind(model.kind).write_bundle(model, out)
+    record = model_record(model) | saving_models(get_kind(model.kind)).write_bundle(model, out)
     (out / BUNDLE_FILE).write_text(json.dumps(record, indent=2))
 
 
@@ -54,7 +54,7 @@ def read_record(path: Path) -> dict[str, Any]:
 def read_model(path: Path, *, device: torch.device = CPU) -> TrainedModel:
     """The model of a folder written by `write_model`; raises what went wrong (callers word it for theirs)."""
     record = read_record(path)
-    return get_kind(record["kind"]).read_bundle(record, path, device)
+    return saving_models(get_kind(record["kind"])).read_bundle(record, path, device)
 
 
 def zip_model(model: TrainedModel, archive: Path) -> None:

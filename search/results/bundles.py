@@ -16,7 +16,7 @@ import torch
 
 from search.bundle_format import BUNDLE_FILE
 from search.errors import UserError
-from search.kinds import TrainedModel, get_kind
+from search.kinds import TrainedModel, exporting_onnx, get_kind
 from search.kinds.model_files import model_record, read_model, read_record, write_model
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel, ensemble_onnx_graph
 from search.results.onnx_bundle import ONNX_FILE, onnx_record
@@ -42,7 +42,11 @@ def save_bundle(model: TrainedModel, out: Path) -> None:
 
 def save_onnx_bundle(model: TrainedModel, out: Path) -> None:
     """Write the whole model as one ONNX graph (its kind builds it) and bundle.json describing its input."""
-    graph = ensemble_onnx_graph(model) if isinstance(model, EnsembleModel) else get_kind(model.kind).onnx_graph(model)
+    graph = (
+        ensemble_onnx_graph(model)
+        if isinstance(model, EnsembleModel)
+        else exporting_onnx(get_kind(model.kind)).onnx_graph(model)
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / ONNX_FILE).write_bytes(graph.SerializeToString())
     record = onnx_record(model.kind, model.class_names, model.image_size)

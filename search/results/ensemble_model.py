@@ -13,7 +13,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from search.kinds import TrainedModel, get_kind
+from search.kinds import TrainedModel, exporting_onnx, get_kind
 from search.models.onnx_graphs import INPUT, PROBABILITIES
 
 ENSEMBLE_KIND = "ensemble"
@@ -39,7 +39,7 @@ class EnsembleModel:
 
 def ensemble_onnx_graph(model: EnsembleModel) -> onnx.ModelProto:
     """One graph: every member's own graph (its kind builds it) on the shared input, then their weighted sum."""
-    graphs = [get_kind(member.kind).onnx_graph(member) for member in model.members]
+    graphs = [exporting_onnx(get_kind(member.kind)).onnx_graph(member) for member in model.members]
     return weighted_sum(graphs, model.weights)
 
 

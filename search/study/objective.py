@@ -13,7 +13,16 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from search.data.sources import VAL
 from search.errors import UserError
-from search.kinds import ModelInputs, Prepared, SourceTrial, StudyKind, TrainedModel, kind_of_config
+from search.kinds import (
+    MeasuresCosts,
+    ModelInputs,
+    Prepared,
+    SavesModels,
+    SourceTrial,
+    StudyKind,
+    TrainedModel,
+    kind_of_config,
+)
 from search.models.backbones import Backbone
 from search.study import trial_facts as attr
 from search.study.artifacts import save_trial_artifacts
@@ -108,9 +117,10 @@ def record_costs(
     """Parameters, bytes and latency of the trial's model as user attributes (search.study.costs), and the
     study's deployment constraints on them as Optuna trial constraints (over zero: infeasible)."""
     costs: dict[str, float | int] = {}
+    kind = resources.kind
     try:
-        parts = resources.kind.inference_parts(config, result.model, resources.prepared, resources.backbone)
-        costs = meter.measure(parts)
+        if isinstance(kind, MeasuresCosts):  # a kind that cannot be timed leaves its trials unmeasured
+            costs = meter.measure(kind.inference_parts(config, result.model, resources.prepared, resources.backbone))
     except Exception as exc:  # a model that cannot be timed is still a trained trial: keep it, say why
         log.warning("trial %d: its model could not be timed (%s: %s)", trial.number, type(exc).__name__, exc)
     for key, value in costs.items():
@@ -161,7 +171,7 @@ def make_objective(
         if result.status is Status.COMPLETE and resources.costs is not None:
             record_costs(trial, config, result, resources, resources.costs)  # constraints: before the checkpoint
         save_trial_artifacts(trial, result, resources.prepared.data, resources.artifact_store, metric=settings.metric)
-        if result.status is Status.COMPLETE and resources.artifact_store is not None:
+        if result.status is Status.COMPLETE and resources.artifact_store is not None and isinstance(kind, SavesModels):
             val_labels = resources.prepared.data.labels_of(VAL)
             model_of = functools.partial(resources.model_of, config, result)
             save_if_among_best(

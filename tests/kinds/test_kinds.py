@@ -21,15 +21,22 @@ from search.data.sources import TEST, TRAIN, VAL
 from search.errors import UserError
 from search.kinds import (
     BuildsOwnNetwork,
+    ExportsOnnx,
     GivesNetwork,
+    MeasuresCosts,
     ModelInputs,
+    Prepared,
+    SavesModels,
     SourceTrial,
+    StudyKind,
     TakesSource,
     TrainedModel,
+    exporting_onnx,
     get_kind,
     giving_network,
     kind_names,
     kind_of_config,
+    saving_models,
     stands_on_backbone,
     taking_source,
 )
@@ -283,6 +290,42 @@ def test_a_kinds_capabilities_are_what_it_can_do() -> None:
         giving_network(features)
     with pytest.raises(UserError, match="--from-trial is not for scratch studies"):
         taking_source(scratch)
+    for kind in (finetune, features, scratch):  # what the shipped kinds all do: keep, export, time their models
+        assert isinstance(kind, SavesModels) and isinstance(kind, ExportsOnnx) and isinstance(kind, MeasuresCosts)
+
+
+class CoreOnly(StudyKind):
+    """A kind with the core protocol alone: it prepares, trains and describes, and can do nothing more."""
+
+    name = "core-only"
+    config_type = FeaturesConfig
+
+    def prepare(self, source: Any, inputs: Any) -> Prepared:
+        raise NotImplementedError
+
+    def train(self, config: Any, prepared: Prepared, backbone: Backbone, reporter: Any, settings: Any) -> TrialResult:
+        raise NotImplementedError
+
+    def test_images(self, prepared: Prepared) -> None:
+        return None
+
+    def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> TrainedModel:
+        raise NotImplementedError
+
+    def describe(self, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        return list(params.items())
+
+
+def test_a_kind_is_its_core_and_the_rest_is_asked_for() -> None:
+    """Five methods make a kind; keeping, exporting and timing models are capabilities it may lack."""
+    kind = CoreOnly()
+    assert not isinstance(kind, SavesModels | ExportsOnnx | MeasuresCosts | TakesSource | GivesNetwork)
+    assert stands_on_backbone(kind)
+    with pytest.raises(UserError, match="core-only models cannot be saved or exported") as saving:
+        saving_models(kind)
+    with pytest.raises(UserError, match="core-only models have no ONNX graph") as onnx:
+        exporting_onnx(kind)
+    assert "\n" not in str(saving.value) + str(onnx.value)
 
 
 def test_a_finetune_tap_model_is_its_stages_then_its_head(
