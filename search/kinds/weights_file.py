@@ -8,7 +8,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from search.errors import UserError
+from search.errors import UserError, exception_line
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -24,7 +24,6 @@ def read_weights(network: nn.Module, folder: Path) -> None:
     try:
         load_model(network, str(path), strict=True, device="cpu")
     except (OSError, RuntimeError, SafetensorError) as exc:  # RuntimeError: names or shapes that do not match
-        reason = str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
         raise UserError(
-            f"the bundle's weights {path.name} refused: not this network's safetensors ({reason})"
+            f"the bundle's weights {path.name} refused: not this network's safetensors ({exception_line(exc)})"
         ) from None

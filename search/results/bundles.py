@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from search.bundle_format import BUNDLE_FILE
-from search.errors import UserError
+from search.errors import UserError, exception_line
 from search.kinds import TrainedModel, exporting_onnx, get_kind
 from search.kinds.model_files import model_record, read_model, read_record, write_model
 from search.results.ensemble_model import ENSEMBLE_KIND, EnsembleModel, ensemble_onnx_graph
@@ -73,7 +73,7 @@ def load_bundle(path: Path, *, device: torch.device = CPU) -> TrainedModel:
             return read_ensemble(record, path, device)
         return read_model(path, device=device)
     except Exception as exc:  # an unknown kind (UserError) too: the folder and the way out belong in the line
-        reason = (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
+        reason = str(exc).splitlines()[0][:200] if isinstance(exc, UserError) else exception_line(exc)
         raise UserError(
             f"{path} is not a model bundle this version can read ({reason}); write one with python -m search export"
         ) from None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from search.bundle_format import BUNDLE_FILE
-from search.errors import UserError
+from search.errors import UserError, exception_line
 
 ONNX_FORMAT = "transfer-search-onnx/1"
 ONNX_FILE = "model.onnx"
@@ -80,7 +80,7 @@ def load_onnx_bundle(path: Path, *, threads: int = 0) -> OnnxModel:
             raise ValueError(f"the graph has no {INPUT!r} input or {PROBABILITIES!r} output")
         return OnnxModel(session, tuple(record["class_names"]), int(record["image_size"]), str(record["kind"]))
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        reason = exception_line(exc)
         raise UserError(
             f"{path} is not an ONNX bundle this version can read ({reason}); "
             "write one with python -m search export --format onnx"

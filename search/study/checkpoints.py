@@ -23,7 +23,7 @@ from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from search.errors import UserError
+from search.errors import UserError, exception_line
 from search.kinds import TrainedModel
 from search.kinds.model_files import unzip_model, zip_model
 from search.study.trial_facts import feasible, objective_value
@@ -152,6 +152,6 @@ def load_kept_model(trial: FrozenTrial, store: Any, *, study_name: str, device: 
         except Exception as exc:  # damaged, or kept by a version that kept another format
             raise UserError(
                 f"the kept model of trial {trial.number} of study '{study_name}' could not be read "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}); "
+                f"({exception_line(exc)}); "
                 "run the study again under a new --study-name"
             ) from None

@@ -33,11 +33,6 @@ REFERENCE = ConvBlocks(channels=(32, 64, 128), convs_per_block=1, kernel_size=3,
 KEY_PARAMS = ("blocks", "channels_first", "convs_per_block", "head_pool", "fc_layers", "optimizer", "batch_size")
 
 
-def _parts(config: ScratchConfig, state: dict[str, torch.Tensor] | None, num_classes: int) -> tuple[Any, Any]:
-    """The trial's blocks and head, with its trained weights when `state` is given."""
-    return finetuned_parts(scratch_backbone(config.architecture), config.as_finetune(), state, num_classes)
-
-
 @register_kind
 class ScratchKind(NetworkKind):
     """Decoded images in memory; a network built and trained from random weights per trial."""
@@ -48,8 +43,12 @@ class ScratchKind(NetworkKind):
     def own_network(self, config: Any) -> Backbone:
         return scratch_backbone(config.architecture)  # config: the trial's ScratchConfig
 
+    def _parts(self, config: ScratchConfig, state: dict[str, torch.Tensor] | None, num_classes: int) -> tuple[Any, Any]:
+        """The trial's blocks and head, with its trained weights when `state` is given."""
+        return finetuned_parts(self.own_network(config), config.as_finetune(), state, num_classes)
+
     def network_parts(self, config: Any, backbone: Backbone, num_classes: int) -> tuple[Any, Any]:
-        return _parts(config, None, num_classes)
+        return self._parts(config, None, num_classes)
 
     def study_backbone(self, name: str, *, pretrained: str, weights_file: Path | None) -> Backbone:
         """The users' own small CNN: what a scratch study records as its preprocessing (each trial builds its own)."""
@@ -77,7 +76,7 @@ class ScratchKind(NetworkKind):
 
     def trained_model(self, config: Any, parts: Any, inputs: ModelInputs) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, config)
-        stages, head = _parts(config, parts, len(inputs.class_names))
+        stages, head = self._parts(config, parts, len(inputs.class_names))
         return FinetuneModel(
             network_of(stages, head),
             config,
@@ -103,7 +102,7 @@ class ScratchKind(NetworkKind):
     def read_bundle(self, record: dict[str, Any], folder: Path, device: torch.device) -> FinetuneModel:
         config = config_from_dict(ScratchConfig, record["config"])
         class_names = tuple(record["class_names"])
-        network = network_of(*_parts(config, None, len(class_names)))
+        network = network_of(*self._parts(config, None, len(class_names)))
         read_weights(network, folder)
         mean, std = tuple(record["mean"]), tuple(record["std"])
         size = int(record["image_size"])
